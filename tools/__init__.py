@@ -1,0 +1,1 @@
+"""Helper tools: the certificate toolkit and the engine configuration toolkit."""
