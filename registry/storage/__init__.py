@@ -1,0 +1,55 @@
+"""The registry's store: registry semantics (blobs, links, tags, uploads) over a driver.
+
+The store never sees a request; the API never sees a path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..reference import validate_name
+from .blobs import BlobStore, LinkedBlobs
+from .catalog import repositories
+from .driver import StorageDriver
+from .manifests import ManifestCache, Manifests
+from .uploads import HasherCache, Uploads
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """One repository's view of the store."""
+
+    name: str
+    blobs: LinkedBlobs
+    manifests: Manifests
+    uploads: Uploads
+
+
+@dataclass(slots=True)
+class Store:
+    """Everything one process keeps about storage: the driver and its caches."""
+
+    driver: StorageDriver
+    blobs: BlobStore = field(init=False)
+    manifest_cache: ManifestCache = field(default_factory=ManifestCache)
+    hashers: HasherCache = field(default_factory=HasherCache)
+
+    def __post_init__(self) -> None:
+        self.blobs = BlobStore(self.driver)
+
+    def repository(self, name: str) -> Repository:
+        """The repository named ``name``, which must already match the name grammar."""
+        validate_name(name)
+        linked = LinkedBlobs(self.blobs, name)
+        return Repository(
+            name=name,
+            blobs=linked,
+            manifests=Manifests(self.blobs, linked, name, self.manifest_cache),
+            uploads=Uploads(self.blobs, linked, name, self.hashers),
+        )
+
+    async def repositories(self) -> list[str]:
+        return await repositories(self.driver)
+
+    async def close(self) -> None:
+        await self.driver.close()

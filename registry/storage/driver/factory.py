@@ -1,0 +1,33 @@
+"""Build a driver from its config section; an unknown name is an error, never a fake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from . import StorageDriver
+from .filesystem import FilesystemDriver
+from .inmemory import InMemoryDriver
+
+DriverFactory = Callable[[Mapping[str, object]], StorageDriver]
+
+
+def _filesystem(parameters: Mapping[str, object]) -> StorageDriver:
+    return FilesystemDriver(str(parameters["rootdirectory"]))
+
+
+def _inmemory(parameters: Mapping[str, object]) -> StorageDriver:
+    return InMemoryDriver()
+
+
+DRIVERS: Mapping[str, DriverFactory] = {
+    "filesystem": _filesystem,
+    "inmemory": _inmemory,
+}
+
+
+def create_driver(name: str, parameters: Mapping[str, object]) -> StorageDriver:
+    try:
+        factory = DRIVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown storage driver {name!r}") from None
+    return factory(parameters)

@@ -1,0 +1,238 @@
+"""Blob upload sessions, kept in storage so a push survives restarts and spans workers.
+
+A session is ``_uploads/<id>/data`` (the bytes so far) and ``startedat``. Its
+offset is the size of ``data``, read from storage on every request, so any
+worker, or any instance on shared storage, can take the next chunk.
+
+``hashlib`` state cannot be saved, so each process keeps a hasher per session
+while it sees the chunks in order; when a chunk went to another worker, the
+hasher catches up by reading only the bytes it missed, and a session it never
+saw is hashed from the start at commit. A blob enters the content store only
+after its digest and size are verified, by a rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..reference import Digest
+from . import paths
+from .blobs import BlobInfo, BlobStore, LinkedBlobs, exists
+from .driver import FileWriter, PathNotFoundError, StorageDriver
+from .errors import (
+    DigestMismatchError,
+    SizeMismatchError,
+    UploadRangeError,
+    UploadUnknownError,
+)
+
+#: Writes are gathered to this size: fewer thread hops, larger disk writes.
+WRITE_BUFFER = 1024 * 1024
+#: Hashers kept per process; one for each upload in flight is plenty.
+MAX_HASHERS = 256
+_UPLOAD_ID_LENGTH = 36
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    name: str
+    id: str
+    size: int
+
+
+@dataclass(slots=True)
+class _Hasher:
+    offset: int
+    hash: hashlib._Hash
+
+
+class HasherCache:
+    """Running sha256 state of the uploads this process has seen, bounded (LRU)."""
+
+    def __init__(self, capacity: int = MAX_HASHERS) -> None:
+        self._entries: OrderedDict[str, _Hasher] = OrderedDict()
+        self._capacity = capacity
+
+    def take(self, upload_id: str) -> _Hasher:
+        """Remove and return the session's hasher, or a fresh one at offset 0."""
+        entry = self._entries.pop(upload_id, None)
+        return entry or _Hasher(0, hashlib.sha256())
+
+    def put(self, upload_id: str, entry: _Hasher) -> None:
+        self._entries[upload_id] = entry
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        self._entries.pop(upload_id, None)
+
+
+def valid_upload_id(upload_id: str) -> bool:
+    try:
+        return len(upload_id) == _UPLOAD_ID_LENGTH and str(uuid.UUID(upload_id)) == upload_id
+    except ValueError:
+        return False
+
+
+async def _hash_file(
+    driver: StorageDriver, path: str, hasher: hashlib._Hash, offset: int, length: int
+) -> None:
+    async for chunk in driver.read(path, offset, length):
+        await asyncio.to_thread(hasher.update, chunk)
+
+
+class Uploads:
+    """Upload sessions of one repository."""
+
+    def __init__(
+        self, blobs: BlobStore, linked: LinkedBlobs, name: str, hashers: HasherCache
+    ) -> None:
+        self.driver = blobs.driver
+        self.blobs = blobs
+        self.linked = linked
+        self.name = name
+        self.hashers = hashers
+
+    async def start(self) -> UploadSession:
+        upload_id = str(uuid.uuid4())
+        started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+        await self.driver.put_content(
+            paths.upload_started_at(self.name, upload_id), started.encode()
+        )
+        return UploadSession(self.name, upload_id, 0)
+
+    async def status(self, upload_id: str) -> UploadSession:
+        if not valid_upload_id(upload_id):
+            raise UploadUnknownError(upload_id)
+        try:
+            info = await self.driver.stat(paths.upload_data(self.name, upload_id))
+        except PathNotFoundError:
+            raise UploadUnknownError(upload_id) from None
+        return UploadSession(self.name, upload_id, info.size)
+
+    async def append(
+        self,
+        upload_id: str,
+        body: AsyncIterable[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadSession:
+        """Stream a chunk onto the session; ``start`` is checked against its size."""
+        session = await self.status(upload_id)
+        if start is not None and start != session.size:
+            raise UploadRangeError(session.size, start)
+        writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        hasher = self.hashers.take(upload_id)
+        received = 0
+        try:
+            received = await self._write(writer, hasher, body)
+            await writer.commit()
+        except BaseException:
+            # What reached the file is kept (the offset says how much); the
+            # hasher may be ahead of the file, so it is forgotten.
+            await writer.close()
+            raise
+        await writer.close()
+        if hasher.offset == writer.size:
+            self.hashers.put(upload_id, hasher)
+        if length is not None and received != length:
+            raise SizeMismatchError(length, received)
+        return UploadSession(self.name, upload_id, writer.size)
+
+    async def _write(self, writer: FileWriter, hasher: _Hasher, body: AsyncIterable[bytes]) -> int:
+        in_step = hasher.offset == writer.size
+        received = 0
+        buffer = bytearray()
+
+        async def flush() -> None:
+            data = bytes(buffer)
+            buffer.clear()
+            if in_step:
+                # Hashing and writing release the GIL: run them side by side.
+                await asyncio.gather(
+                    asyncio.to_thread(hasher.hash.update, data), writer.write(data)
+                )
+                hasher.offset += len(data)
+            else:
+                await writer.write(data)
+
+        async for chunk in body:
+            received += len(chunk)
+            buffer += chunk
+            if len(buffer) >= WRITE_BUFFER:
+                await flush()
+        if buffer:
+            await flush()
+        return received
+
+    async def complete(
+        self,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None = None,
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> BlobInfo:
+        """Append the last chunk, verify the digest, move into the store, link, clean up."""
+        if body is not None:
+            session = await self.append(upload_id, body, start=start, length=length)
+        else:
+            session = await self.status(upload_id)
+        data_path = paths.upload_data(self.name, upload_id)
+        actual = await self._digest(upload_id, data_path, session.size, digest.algorithm)
+        if actual != digest:
+            raise DigestMismatchError(str(digest), str(actual))
+        if await exists(self.driver, paths.blob_data(digest)):
+            pass  # Same content pushed before: keep the stored copy.
+        else:
+            await self.driver.move(data_path, paths.blob_data(digest))
+        await self.linked.link(digest)
+        await self.cancel(upload_id)
+        return BlobInfo(digest, session.size)
+
+    async def _digest(self, upload_id: str, path: str, size: int, algorithm: str) -> Digest:
+        if algorithm != "sha256":
+            hasher = hashlib.new(algorithm)
+            await _hash_file(self.driver, path, hasher, 0, size)
+            return Digest(algorithm, hasher.hexdigest())
+        entry = self.hashers.take(upload_id)
+        if entry.offset > size:
+            entry = _Hasher(0, hashlib.sha256())
+        if entry.offset < size:
+            await _hash_file(self.driver, path, entry.hash, entry.offset, size - entry.offset)
+        return Digest(algorithm, entry.hash.hexdigest())
+
+    async def cancel(self, upload_id: str) -> None:
+        if not valid_upload_id(upload_id):
+            raise UploadUnknownError(upload_id)
+        self.hashers.drop(upload_id)
+        try:
+            await self.driver.delete(paths.upload_dir(self.name, upload_id))
+        except PathNotFoundError:
+            raise UploadUnknownError(upload_id) from None
+
+    async def single(
+        self, digest: Digest, body: AsyncIterable[bytes], length: int | None
+    ) -> BlobInfo:
+        """A whole blob in one request (POST ``?digest=``), through a session of its own."""
+        session = await self.start()
+        try:
+            return await self.complete(session.id, digest, body, length=length)
+        except BaseException:
+            await self.cancel(session.id)
+            raise
+
+
+async def iterate(data: bytes) -> AsyncIterator[bytes]:
+    """A body made of bytes already in hand."""
+    if data:
+        yield data
