@@ -1,0 +1,477 @@
+"""Configuration: registry:2's ``config.yml`` keys, ``REGISTRY_*`` overrides, typed and frozen.
+
+Precedence, lowest first: built-in defaults, the YAML file, ``REGISTRY_SECTION_KEY``
+environment variables, command-line flags. Every value is checked at start:
+a bad value stops the start with a message that names the key; a key
+registry:2 knows but this registry does not support yet is a warning (so an
+existing ``config.yml`` starts); a key nobody knows (a typo) is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "REGISTRY_"
+DEFAULT_ROOT = "data"
+DEFAULT_ADDR = "localhost:5000"
+LOG_LEVELS = ("error", "warn", "info", "debug")
+TLS_VERSIONS = ("tls1.2", "tls1.3")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPurging:
+    enabled: bool = True
+    age: float = 168 * 3600.0
+    interval: float = 24 * 3600.0
+    dryrun: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    driver: str = "filesystem"
+    parameters: Mapping[str, object] = field(
+        default_factory=lambda: {"rootdirectory": DEFAULT_ROOT}
+    )
+    delete_enabled: bool = False
+    readonly: bool = False
+    upload_purging: UploadPurging = field(default_factory=UploadPurging)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    certificate: str | None = None
+    key: str | None = None
+    clientcas: tuple[str, ...] = ()
+    minimumtls: str = "tls1.2"
+    ciphersuites: tuple[str, ...] = ()
+    auto: bool = False
+    """``serve --tls``: generate a CA and server certificate on first start."""
+    directory: str = "certs"
+    """Where ``auto`` keeps what it generates."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.auto or self.certificate is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    addr: str = DEFAULT_ADDR
+    net: str = "tcp"
+    prefix: str = ""
+    host: str | None = None
+    relativeurls: bool = False
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    http2_disabled: bool = False
+    draintimeout: float = 0.0
+    workers: int = 0
+    """Server processes; 0 means one per CPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    formatter: str = "text"
+    accesslog: bool = True
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    version: str = "0.1"
+    log: LogConfig = field(default_factory=LogConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    catalog_maxentries: int = 1000
+    warnings: tuple[str, ...] = ()
+    """What the loader warned about, kept for ``registry check-config``."""
+
+
+# --- value parsers: each takes (key, value) and raises ConfigError naming the key ---
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(key: str, value: object) -> float:
+    """A Go duration (``168h``, ``1h30m``, ``500ms``) in seconds."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a duration such as '24h' or '90s', got {value!r}")
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    position = 0
+    total = 0.0
+    while position < len(text):
+        match = _DURATION_RE.match(text, position)
+        if match is None:
+            raise ConfigError(f"{key}: {value!r} is not a duration (examples: '24h', '45m', '10s')")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return total
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _string(key: str, value: object) -> str:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}: expected a string, got {value!r}")
+
+
+def _positive_int(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+        return int(value)
+    raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+
+
+def _count(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ConfigError(f"{key}: expected a whole number (0 for one per CPU), got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[str, object], str]:
+    def parse(key: str, value: object) -> str:
+        text = _string(key, value).lower()
+        if text not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _string_list(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+
+
+def _headers(key: str, value: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a map of header names to lists of values")
+    return {str(name): _string_list(f"{key}.{name}", values) for name, values in value.items()}
+
+
+def _string_map(key: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a map of names to values")
+    return {str(name): _string(f"{key}.{name}", item) for name, item in value.items()}
+
+
+def _version(key: str, value: object) -> str:
+    text = _string(key, value)
+    if text != "0.1":
+        raise ConfigError(f"{key}: only configuration version 0.1 exists, got {value!r}")
+    return text
+
+
+def _addr(key: str, value: object) -> str:
+    text = _string(key, value)
+    if text.startswith("/") or text.startswith("unix:"):
+        return text
+    host, separator, port = text.rpartition(":")
+    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT or :PORT, got {value!r}")
+    if host.startswith("[") != host.endswith("]"):
+        raise ConfigError(f"{key}: an IPv6 address goes in brackets, as [::1]:5000; got {value!r}")
+    return text
+
+
+def _host(key: str, value: object) -> str:
+    text = _string(key, value).rstrip("/")
+    if not re.fullmatch(r"https?://[^/\s]+", text):
+        raise ConfigError(
+            f"{key}: expected a URL such as https://registry.example.com:5000, got {value!r}"
+        )
+    return text
+
+
+def _tls_version(key: str, value: object) -> str:
+    text = _string(key, value).lower()
+    if text in ("tls1.0", "tls1.1"):
+        raise ConfigError(f"{key}: {value} is not offered; the floor is tls1.2")
+    if text not in TLS_VERSIONS:
+        raise ConfigError(f"{key}: expected one of {', '.join(TLS_VERSIONS)}, got {value!r}")
+    return text
+
+
+def _prefix(key: str, value: object) -> str:
+    text = _string(key, value).strip()
+    if not text or text == "/":
+        return ""
+    if not text.startswith("/"):
+        raise ConfigError(f"{key}: a prefix starts with '/', got {value!r}")
+    return text.rstrip("/")
+
+
+Parser = Callable[[str, object], Any]
+
+#: Keys this registry reads, with their parser.
+SUPPORTED: dict[str, Parser] = {
+    "version": _version,
+    "log.level": _choice(*LOG_LEVELS),
+    "log.formatter": _choice("text", "json"),
+    "log.fields": _string_map,
+    "log.accesslog.disabled": _bool,
+    "loglevel": _choice(*LOG_LEVELS),
+    "storage.filesystem.rootdirectory": _string,
+    "storage.inmemory": lambda key, value: value,
+    "storage.delete.enabled": _bool,
+    "storage.redirect.disable": _bool,
+    "storage.maintenance.uploadpurging.enabled": _bool,
+    "storage.maintenance.uploadpurging.age": parse_duration,
+    "storage.maintenance.uploadpurging.interval": parse_duration,
+    "storage.maintenance.uploadpurging.dryrun": _bool,
+    "storage.maintenance.readonly.enabled": _bool,
+    "http.addr": _addr,
+    "http.net": _choice("tcp", "unix"),
+    "http.prefix": _prefix,
+    "http.host": _host,
+    "http.secret": _string,
+    "http.relativeurls": _bool,
+    "http.draintimeout": parse_duration,
+    "http.headers": _headers,
+    "http.http2.disabled": _bool,
+    "http.tls.certificate": _string,
+    "http.tls.key": _string,
+    "http.tls.clientcas": _string_list,
+    "http.tls.minimumtls": _tls_version,
+    "http.tls.ciphersuites": _string_list,
+    "http.workers": _count,
+    "catalog.maxentries": _positive_int,
+}
+
+#: Sections registry:2 knows that this registry does not implement yet: a warning each.
+KNOWN_UNSUPPORTED: tuple[str, ...] = (
+    "log.hooks",
+    "storage.filesystem.maxthreads",
+    "storage.cache",
+    "storage.tag",
+    "auth",
+    "middleware",
+    "reporting",
+    "http.debug",
+    "http.tls.letsencrypt",
+    "http.h2c",
+    "notifications",
+    "redis",
+    "health",
+    "proxy",
+    "compatibility",
+    "validation",
+    "policy",
+)
+
+#: Storage drivers registry:2 has and this registry does not (yet): an error, no storage.
+OTHER_DRIVERS = ("s3", "azure", "gcs", "swift", "oss")
+
+#: Maps whose keys are the user's own (header names, log fields).
+_OPEN_MAPS = ("log.fields", "http.headers", "storage.inmemory")
+
+
+def _flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for raw_key, value in tree.items():
+        key = f"{prefix}{str(raw_key).lower()}"
+        if key in _OPEN_MAPS or not isinstance(value, dict) or not value:
+            flat[key] = value
+        else:
+            flat.update(_flatten(value, f"{key}."))
+    return flat
+
+
+def _covered(key: str, sections: tuple[str, ...]) -> bool:
+    return any(key == section or key.startswith(section + ".") for section in sections)
+
+
+def read_yaml(path: str) -> dict[str, object]:
+    """Load a config file; a syntax error names the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.safe_load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the configuration file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason})") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = error.problem or error.context or "invalid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a map of sections (version, storage, http, ...)"
+        )
+    return document
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, object]:
+    """Map ``REGISTRY_HTTP_ADDR=:5000`` to ``{"http.addr": ":5000"}``, values read as YAML."""
+    overrides: dict[str, object] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("_", ".")
+        try:
+            value = yaml.safe_load(text) if text else text
+        except yaml.YAMLError:
+            value = text
+        # A value that parses as a map replaces the whole section, as in registry:2.
+        if isinstance(value, dict):
+            overrides.update(_flatten(value, f"{key}."))
+        else:
+            overrides[key] = value if value is not None else text
+    return overrides
+
+
+def _check_keys(flat: Mapping[str, object], origin: Mapping[str, str], warnings: list[str]) -> None:
+    for key in flat:
+        if key in SUPPORTED or _covered(key, _OPEN_MAPS):
+            continue
+        if _covered(key, KNOWN_UNSUPPORTED):
+            warnings.append(f"{key}: known to registry:2 but not supported yet; ignored")
+            continue
+        driver = key.split(".")[1] if key.startswith("storage.") and "." in key else ""
+        if driver in OTHER_DRIVERS:
+            raise ConfigError(
+                f"storage.{driver}: the {driver} storage driver is not supported yet; "
+                "use storage.filesystem"
+            )
+        source = origin.get(key, "")
+        if source.startswith("environment"):
+            warnings.append(f"{source}: no configuration key {key}; ignored")
+            continue
+        raise ConfigError(f"{key}: unknown configuration key{f' ({source})' if source else ''}")
+
+
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the configuration from file, environment and flags (highest wins)."""
+    flat: dict[str, object] = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        for key, value in _flatten(read_yaml(path)).items():
+            flat[key] = value
+            origin[key] = path
+    environment = os.environ if environ is None else environ
+    for key, value in env_overrides(environment).items():
+        flat[key] = value
+        origin[key] = f"environment {ENV_PREFIX}{key.replace('.', '_').upper()}"
+    for key, value in (flags or {}).items():
+        flat[key] = value
+        origin[key] = "command line"
+    warnings: list[str] = []
+    _check_keys(flat, origin, warnings)
+    values: dict[str, Any] = {}
+    for key, value in flat.items():
+        parser = SUPPORTED.get(key)
+        if parser is None:
+            continue
+        try:
+            values[key] = parser(key, value)
+        except ConfigError as error:
+            where = origin.get(key, "")
+            raise ConfigError(f"{error} ({where})" if where else str(error)) from None
+    return _build(values, tuple(warnings))
+
+
+def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
+    get = values.get
+    uses_memory = "storage.inmemory" in values
+    if uses_memory and "storage.filesystem.rootdirectory" in values:
+        raise ConfigError("storage: configure exactly one driver, not both filesystem and inmemory")
+    storage = StorageConfig(
+        driver="inmemory" if uses_memory else "filesystem",
+        parameters={}
+        if uses_memory
+        else {"rootdirectory": get("storage.filesystem.rootdirectory", DEFAULT_ROOT)},
+        delete_enabled=get("storage.delete.enabled", False),
+        readonly=get("storage.maintenance.readonly.enabled", False),
+        upload_purging=UploadPurging(
+            enabled=get("storage.maintenance.uploadpurging.enabled", True),
+            age=get("storage.maintenance.uploadpurging.age", 168 * 3600.0),
+            interval=get("storage.maintenance.uploadpurging.interval", 24 * 3600.0),
+            dryrun=get("storage.maintenance.uploadpurging.dryrun", False),
+        ),
+    )
+    if storage.upload_purging.enabled and storage.upload_purging.interval <= 0:
+        raise ConfigError("storage.maintenance.uploadpurging.interval: must be more than 0")
+    certificate, key = get("http.tls.certificate"), get("http.tls.key")
+    if (certificate is None) != (key is None):
+        missing = "http.tls.key" if key is None else "http.tls.certificate"
+        raise ConfigError(f"{missing}: required when the other of http.tls.certificate/key is set")
+    tls = TLSConfig(
+        certificate=certificate,
+        key=key,
+        clientcas=get("http.tls.clientcas", ()),
+        minimumtls=get("http.tls.minimumtls", "tls1.2"),
+        ciphersuites=get("http.tls.ciphersuites", ()),
+    )
+    if tls.clientcas and not tls.enabled:
+        raise ConfigError("http.tls.clientcas: needs http.tls.certificate and http.tls.key")
+    net = get("http.net", "tcp")
+    addr = get("http.addr", DEFAULT_ADDR)
+    if net == "unix" and not addr.startswith("/"):
+        raise ConfigError(f"http.addr: with http.net unix, expected a socket path, got {addr!r}")
+    http = HTTPConfig(
+        addr=addr,
+        net=net,
+        prefix=get("http.prefix", ""),
+        host=get("http.host"),
+        relativeurls=get("http.relativeurls", False),
+        headers=get("http.headers", {}),
+        tls=tls,
+        http2_disabled=get("http.http2.disabled", False),
+        draintimeout=get("http.draintimeout", 0.0),
+        workers=get("http.workers", 0),
+    )
+    level = get("log.level") or get("loglevel") or "info"
+    return Config(
+        version=get("version", "0.1"),
+        log=LogConfig(
+            level=level,
+            formatter=get("log.formatter", "text"),
+            accesslog=not get("log.accesslog.disabled", False),
+            fields=get("log.fields", {}),
+        ),
+        storage=storage,
+        http=http,
+        catalog_maxentries=get("catalog.maxentries", 1000),
+        warnings=warnings,
+    )
