@@ -50,13 +50,13 @@ class RegistryError(Exception):
         message: str | None = None,
         *,
         detail: object = None,
-        status: HTTPStatus | None = None,
+        status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.code = code
         self.message = message or code.message
         self.detail = detail
-        self.status = status or code.status
+        self.status: int = status or int(code.status)
         self.headers = headers or {}
         super().__init__(f"{code.name}: {self.message}")
 
@@ -66,4 +66,4 @@ class RegistryError(Exception):
         return entry
 
     def body(self) -> bytes:
-        return json.dumps({"errors": [self.to_json()]}).encode()
+        return json.dumps({"errors": [self.to_json()]}, separators=(",", ":")).encode() + b"\n"

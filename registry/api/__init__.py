@@ -1,0 +1,55 @@
+"""The HTTP API: one module per spec area, wired to the app by :func:`register_api`."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ErrorCode, RegistryError
+from .errors import to_registry_error
+from .routes import ALL_METHODS, dispatch
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: RegistryError) -> Response:
+    body = error.body()
+    # A HEAD gets the status and headers only: clients read nothing after them.
+    response = Response(b"" if request.method == "HEAD" else body, status=error.status)
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Content-Length"] = str(len(body))
+    response.headers.update(error.headers)
+    return response
+
+
+async def _handle_exception(error: Exception) -> Response:
+    known = to_registry_error(error)
+    if known is None:
+        log.exception("unexpected error", exc_info=error)
+        known = RegistryError(ErrorCode.UNKNOWN)
+    return error_response(known)
+
+
+async def _handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = ErrorCode.UNSUPPORTED if status in (404, 405) else ErrorCode.UNKNOWN
+    if status == 400:
+        code = ErrorCode.BLOB_UPLOAD_INVALID
+    return error_response(RegistryError(code, error.description or code.message, status=status))
+
+
+def register_api(app: Quart, prefix: str = "") -> None:
+    app.add_url_rule(
+        f"{prefix}/v2/", "v2", dispatch, methods=ALL_METHODS, provide_automatic_options=False
+    )
+    app.add_url_rule(
+        f"{prefix}/v2/<path:rest>",
+        "v2-path",
+        dispatch,
+        methods=ALL_METHODS,
+        provide_automatic_options=False,
+    )
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_exception)

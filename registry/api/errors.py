@@ -1,0 +1,62 @@
+"""Storage and grammar errors become spec errors here, in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import ErrorCode, RegistryError
+from ..reference import InvalidReferenceError
+from ..storage.driver import InvalidPathError
+from ..storage.errors import (
+    BlobUnknownError,
+    DigestMismatchError,
+    ManifestBlobUnknownError,
+    ManifestInvalidError,
+    ManifestUnknownError,
+    RepositoryUnknownError,
+    SizeMismatchError,
+    UploadRangeError,
+    UploadUnknownError,
+)
+
+
+def _detail(error: Exception) -> dict[str, object]:
+    return {"reason": str(error)}
+
+
+#: Each storage error and the code it is reported as; the first match wins.
+ERROR_CODES: tuple[tuple[type[Exception], ErrorCode, Callable[[Exception], object]], ...] = (
+    (BlobUnknownError, ErrorCode.BLOB_UNKNOWN, lambda e: {"digest": getattr(e, "digest", "")}),
+    (
+        ManifestUnknownError,
+        ErrorCode.MANIFEST_UNKNOWN,
+        lambda e: {"reference": getattr(e, "reference", "")},
+    ),
+    (RepositoryUnknownError, ErrorCode.NAME_UNKNOWN, lambda e: {"name": getattr(e, "name", "")}),
+    (
+        UploadUnknownError,
+        ErrorCode.BLOB_UPLOAD_UNKNOWN,
+        lambda e: {"upload": getattr(e, "upload_id", "")},
+    ),
+    (UploadRangeError, ErrorCode.RANGE_INVALID, _detail),
+    (DigestMismatchError, ErrorCode.DIGEST_INVALID, _detail),
+    (SizeMismatchError, ErrorCode.SIZE_INVALID, _detail),
+    (ManifestInvalidError, ErrorCode.MANIFEST_INVALID, _detail),
+    (
+        ManifestBlobUnknownError,
+        ErrorCode.MANIFEST_BLOB_UNKNOWN,
+        lambda e: {"digest": getattr(e, "digest", "")},
+    ),
+    (InvalidReferenceError, ErrorCode.NAME_INVALID, _detail),
+    (InvalidPathError, ErrorCode.NAME_INVALID, _detail),
+)
+
+
+def to_registry_error(error: Exception) -> RegistryError | None:
+    """The spec error for a known exception, None for anything unexpected."""
+    if isinstance(error, RegistryError):
+        return error
+    for kind, code, detail in ERROR_CODES:
+        if isinstance(error, kind):
+            return RegistryError(code, str(error), detail=detail(error))
+    return None

@@ -1,0 +1,62 @@
+"""The app factory: the one place config, storage and the API are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+
+from quart import Quart
+
+from .api import register_api
+from .api.context import EXTENSION, Services
+from .config import Config
+from .storage import Store
+from .storage.driver import StorageDriver
+from .storage.driver.factory import create_driver
+from .storage.purge import purge_uploads
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config, *, driver: StorageDriver | None = None) -> Quart:
+    """Build the Quart app; tests pass a driver, production gets one from config."""
+    app = Quart(__name__)
+    # Quart's defaults would break a registry: a 16 MiB body cap and 60 s timeouts.
+    app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    store = Store(driver or create_driver(config.storage.driver, config.storage.parameters))
+    app.extensions[EXTENSION] = Services(config=config, store=store)
+    register_api(app, config.http.prefix)
+
+    @app.while_serving
+    async def lifespan() -> AsyncGenerator[None, None]:
+        purging = config.storage.upload_purging
+        task = None
+        if purging.enabled and not config.storage.readonly:
+            task = asyncio.create_task(_purge_periodically(store, config))
+        yield
+        if task is not None:
+            task.cancel()
+        await store.close()
+
+    return app
+
+
+async def _purge_periodically(store: Store, config: Config) -> None:
+    """registry:2's upload purging: now, then every ``interval``."""
+    purging = config.storage.upload_purging
+    while True:
+        try:
+            result = await purge_uploads(store.driver, purging.age, dry_run=purging.dryrun)
+            if result.purged:
+                verb = "would purge" if purging.dryrun else "purged"
+                log.info(
+                    "%s %d abandoned upload(s): %s",
+                    verb,
+                    len(result.purged),
+                    ", ".join(result.purged),
+                )
+        except Exception:
+            log.exception("upload purging failed; retrying at the next interval")
+        await asyncio.sleep(purging.interval)

@@ -1,0 +1,255 @@
+"""The `registry` command: serve, check-config, purge-uploads, certs, engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, LogConfig, load_config
+
+log = logging.getLogger("registry")
+
+_LEVELS = {
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+
+
+class _JSONFormatter(logging.Formatter):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **self.fields,
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(config: LogConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.formatter == "json":
+        handler.setFormatter(_JSONFormatter(dict(config.fields)))
+    else:
+        extra = " ".join(f"{k}={v}" for k, v in config.fields.items())
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s %(name)s: %(message)s{' ' + extra if extra else ''}"
+            )
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[config.level])
+    # Hypercorn's info lines repeat ours ("Running on ..."); keep its warnings.
+    logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, _LEVELS[config.level]))
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    flags: dict[str, object] = {}
+    if args.addr:
+        flags["http.addr"] = args.addr
+    if args.root:
+        flags["storage.filesystem.rootdirectory"] = args.root
+    if args.workers is not None:
+        flags["http.workers"] = args.workers
+    if args.delete:
+        flags["storage.delete.enabled"] = True
+    if args.read_only:
+        flags["storage.maintenance.readonly.enabled"] = True
+    if args.log_level:
+        flags["log.level"] = args.log_level
+    return flags
+
+
+def _load(args: argparse.Namespace, flags: dict[str, object] | None = None) -> Config:
+    path = args.config or args.config_file
+    return load_config(path, os.environ, flags)
+
+
+def _prepare_storage(config: Config) -> str:
+    if config.storage.driver != "filesystem":
+        return f"{config.storage.driver} storage"
+    root = os.path.abspath(str(config.storage.parameters["rootdirectory"]))
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"storage.filesystem.rootdirectory: cannot create {root}: {error.strerror}"
+        ) from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage.filesystem.rootdirectory: {root} is not writable")
+    return root
+
+
+def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
+    """``serve --tls`` without a configured certificate: make (once) and use our own."""
+    from tools.certs import ensure_server_certificate, trust_instructions
+
+    files = ensure_server_certificate(Path(args.tls_dir), tuple(args.tls_host or ()))
+    host_port = config.http.addr
+    if host_port.startswith(":"):
+        host_port = f"{socket.gethostname()}{host_port}"
+    print(trust_instructions(files.ca_cert, host_port), file=sys.stderr)
+    tls = dataclasses.replace(
+        config.http.tls, certificate=str(files.server_cert), key=str(files.server_key), auto=True
+    )
+    return dataclasses.replace(config, http=dataclasses.replace(config.http, tls=tls))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerError, check_tls, serve, worker_count
+
+    config = _load(args, _serve_flags(args))
+    configure_logging(config.log)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    where = _prepare_storage(config)
+    if args.tls and config.http.tls.certificate is None:
+        config = _auto_tls(config, args)
+    try:
+        tls = check_tls(config.http.tls)
+
+        def ready(urls: list[str]) -> None:
+            log.info(
+                "registry %s listening on %s (%d worker%s), storage: %s%s",
+                __version__,
+                ", ".join(urls),
+                worker_count(config),
+                "" if worker_count(config) == 1 else "s",
+                where,
+                ", read-only" if config.storage.readonly else "",
+            )
+
+        return serve(config, tls, ready=ready)
+    except ServerError as error:
+        log.error("%s", error)
+        return 1
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(dataclasses.asdict(config), indent=2, default=list))
+    return 0
+
+
+def _cmd_purge_uploads(args: argparse.Namespace) -> int:
+    from .config import parse_duration
+    from .storage.driver.factory import create_driver
+    from .storage.purge import purge_uploads
+
+    config = _load(args)
+    configure_logging(config.log)
+    age = (
+        parse_duration("--older-than", args.older_than)
+        if args.older_than
+        else config.storage.upload_purging.age
+    )
+    driver = create_driver(config.storage.driver, config.storage.parameters)
+    result = asyncio.run(purge_uploads(driver, age, dry_run=args.dry_run))
+    verb = "would purge" if args.dry_run else "purged"
+    for entry in result.purged:
+        print(f"{verb} {entry}")
+    print(f"{verb} {len(result.purged)} upload(s), kept {result.kept}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry",
+        description="Container image registry: OCI Distribution v1.1, Docker Registry API v2.",
+    )
+    parser.add_argument("--version", action="version", version=f"registry {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "config_file", nargs="?", metavar="CONFIG", help="registry:2 config.yml (as --config)"
+        )
+        sub.add_argument("--config", "-c", metavar="FILE", help="registry:2 config.yml to read")
+
+    serve = commands.add_parser("serve", help="run the registry (defaults: ./data, localhost:5000)")
+    with_config(serve)
+    serve.add_argument("--addr", help="listen address, HOST:PORT or :PORT (http.addr)")
+    serve.add_argument("--root", help="storage folder (storage.filesystem.rootdirectory)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes, 0 = one per CPU (http.workers)"
+    )
+    serve.add_argument(
+        "--delete", action="store_true", help="allow deletes (storage.delete.enabled)"
+    )
+    serve.add_argument(
+        "--read-only", action="store_true", help="refuse writes (maintenance.readonly)"
+    )
+    serve.add_argument("--log-level", choices=sorted(_LEVELS), help="log.level")
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS; without http.tls.* make a CA and certificate once",
+    )
+    serve.add_argument(
+        "--tls-dir", default="certs", help="where --tls keeps what it makes (default: certs)"
+    )
+    serve.add_argument(
+        "--tls-host",
+        action="append",
+        metavar="NAME_OR_IP",
+        help="extra name for the --tls certificate",
+    )
+    serve.set_defaults(run=_cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate a config and print the result")
+    with_config(check)
+    check.set_defaults(run=_cmd_check_config)
+
+    purge = commands.add_parser("purge-uploads", help="delete abandoned upload sessions now")
+    with_config(purge)
+    purge.add_argument("--older-than", metavar="DURATION", help="default: uploadpurging.age (168h)")
+    purge.add_argument("--dry-run", action="store_true", help="only list what would go")
+    purge.set_defaults(run=_cmd_purge_uploads)
+
+    commands.add_parser("certs", help="certificate toolkit (registry certs --help)", add_help=False)
+    commands.add_parser(
+        "engine", help="engine configuration toolkit (registry engine --help)", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] == "certs":
+        from tools.certs_cli import main as certs_main
+
+        return certs_main(arguments[1:])
+    if arguments and arguments[0] == "engine":
+        from tools.engine import main as engine_main
+
+        return engine_main(arguments[1:])
+    args = _parser().parse_args(arguments)
+    try:
+        code: int = args.run(args)
+    except ConfigError as error:
+        print(f"registry: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
