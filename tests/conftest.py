@@ -1,0 +1,167 @@
+"""Shared fixtures: a real registry process on a free port, driven over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+LISTENING_RE = re.compile(r"listening on (\S+?)[,\s]")
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class RegistryProcess:
+    """``registry serve`` in a subprocess, with its own storage folder and log file."""
+
+    workdir: Path
+    config: dict[str, object] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    @property
+    def root(self) -> Path:
+        storage = self.config.get("storage")
+        if isinstance(storage, dict) and "filesystem" in storage:
+            return Path(storage["filesystem"]["rootdirectory"])
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "registry.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def start(self, addr: str = "127.0.0.1:0") -> RegistryProcess:
+        config = {"version": 0.1, **self.config}
+        config.setdefault("storage", {"filesystem": {"rootdirectory": str(self.workdir / "data")}})
+        config_path = self.workdir / "config.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        env.update(self.env)
+        offset = len(self.log())
+        log_file = self.log_path.open("ab")
+        command = [sys.executable, "-m", "registry", "serve", "--config", str(config_path)]
+        command += ["--addr", addr, "--workers", str(self.workers), *self.args]
+        self.process = subprocess.Popen(
+            command, stdout=log_file, stderr=log_file, env=env, cwd=self.workdir
+        )
+        log_file.close()
+        deadline = time.monotonic() + 30
+        while True:
+            found = LISTENING_RE.search(self.log()[offset:])
+            if found:
+                self.url = found.group(1)
+                break
+            if self.process.poll() is not None:
+                raise RuntimeError(f"registry exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"registry did not start:\n{self.log()}")
+            time.sleep(0.05)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        verify = not self.url.startswith("https")
+        for _ in range(200):
+            try:
+                httpx.get(f"{self.url}/v2/", verify=verify, timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"registry does not answer:\n{self.log()}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, same storage."""
+        host_port = self.url.split("://", 1)[1]
+        self.stop()
+        self.start(addr=host_port)
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Iterator[type[RegistryProcess] | object]:
+    """Start registries with a config of the test's choosing; all stopped afterwards."""
+    started: list[RegistryProcess] = []
+
+    def start(
+        config: dict[str, object] | None = None,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        addr: str = "127.0.0.1:0",
+    ) -> RegistryProcess:
+        workdir = tmp_path / f"registry-{len(started)}"
+        workdir.mkdir()
+        process = RegistryProcess(
+            workdir, dict(config or {}), list(args or []), dict(env or {}), workers
+        )
+        started.append(process)
+        return process.start(addr)
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """One registry (deletes enabled) for the tests that need nothing special."""
+    workdir = tmp_path_factory.mktemp("shared-registry")
+    process = RegistryProcess(
+        workdir,
+        {
+            "storage": {
+                "filesystem": {"rootdirectory": str(workdir / "data")},
+                "delete": {"enabled": True},
+            }
+        },
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def client(shared_registry: RegistryProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=shared_registry.url, timeout=30) as session:
+        yield session
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository name of the test's own, so tests sharing a registry never collide."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    return f"test/{name[:180]}"

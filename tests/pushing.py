@@ -1,0 +1,101 @@
+"""Pushing test content over the HTTP API, the way clients do it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": digest_of(data), "size": len(data), **extra}
+
+
+def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
+    """POST then PUT (monolithic), as most clients push small blobs."""
+    started = client.post(f"/v2/{repo}/blobs/uploads/")
+    assert started.status_code == 202, started.text
+    digest = digest_of(data)
+    done = client.put(
+        started.headers["Location"],
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert done.status_code == 201, done.text
+    return digest
+
+
+def image_manifest(
+    config: bytes,
+    layers: list[bytes],
+    *,
+    media_type: str = OCI_MANIFEST,
+    subject: dict[str, object] | None = None,
+    artifact_type: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> bytes:
+    docker = media_type == DOCKER_MANIFEST
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor(DOCKER_CONFIG if docker else OCI_CONFIG, config),
+        "layers": [descriptor(DOCKER_LAYER if docker else OCI_LAYER, layer) for layer in layers],
+    }
+    if artifact_type is not None:
+        document["artifactType"] = artifact_type
+    if subject is not None:
+        document["subject"] = subject
+    if annotations:
+        document["annotations"] = annotations
+    return json.dumps(document, indent=2).encode()
+
+
+def push_manifest(
+    client: httpx.Client, repo: str, reference: str, manifest: bytes, media_type: str | None = None
+) -> httpx.Response:
+    if media_type is None:
+        media_type = json.loads(manifest).get("mediaType", OCI_MANIFEST)
+    return client.put(
+        f"/v2/{repo}/manifests/{reference}", content=manifest, headers={"Content-Type": media_type}
+    )
+
+
+def push_image(
+    client: httpx.Client,
+    repo: str,
+    tag: str,
+    *,
+    layers: list[bytes] | None = None,
+    config: bytes | None = None,
+    media_type: str = OCI_MANIFEST,
+    **manifest_options: object,
+) -> tuple[str, bytes]:
+    """Push config, layers and manifest; returns (manifest digest, manifest bytes)."""
+    config = (
+        config
+        if config is not None
+        else json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
+    )
+    layers = layers if layers is not None else [f"layer of {repo}:{tag}".encode()]
+    push_blob(client, repo, config)
+    for layer in layers:
+        push_blob(client, repo, layer)
+    manifest = image_manifest(config, layers, media_type=media_type, **manifest_options)  # type: ignore[arg-type]
+    response = push_manifest(client, repo, tag, manifest, media_type)
+    assert response.status_code == 201, response.text
+    return digest_of(manifest), manifest
