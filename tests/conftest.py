@@ -33,6 +33,8 @@ class RegistryProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
+    use_config: bool = True
+    """False: no config file at all, as a new user runs it (storage in ./data)."""
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -51,15 +53,19 @@ class RegistryProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def start(self, addr: str = "127.0.0.1:0") -> RegistryProcess:
-        config = {"version": 0.1, **self.config}
-        config.setdefault("storage", {"filesystem": {"rootdirectory": str(self.workdir / "data")}})
-        config_path = self.workdir / "config.yml"
-        config_path.write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "registry", "serve"]
+        if self.use_config:
+            config = {"version": 0.1, **self.config}
+            config.setdefault(
+                "storage", {"filesystem": {"rootdirectory": str(self.workdir / "data")}}
+            )
+            config_path = self.workdir / "config.yml"
+            config_path.write_text(yaml.safe_dump(config))
+            command += ["--config", str(config_path)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         env.update(self.env)
         offset = len(self.log())
         log_file = self.log_path.open("ab")
-        command = [sys.executable, "-m", "registry", "serve", "--config", str(config_path)]
         command += ["--addr", addr, "--workers", str(self.workers), *self.args]
         self.process = subprocess.Popen(
             command, stdout=log_file, stderr=log_file, env=env, cwd=self.workdir
@@ -122,11 +128,12 @@ def registry_factory(tmp_path: Path) -> Iterator[type[RegistryProcess] | object]
         env: dict[str, str] | None = None,
         workers: int = 1,
         addr: str = "127.0.0.1:0",
+        use_config: bool = True,
     ) -> RegistryProcess:
         workdir = tmp_path / f"registry-{len(started)}"
         workdir.mkdir()
         process = RegistryProcess(
-            workdir, dict(config or {}), list(args or []), dict(env or {}), workers
+            workdir, dict(config or {}), list(args or []), dict(env or {}), workers, use_config
         )
         started.append(process)
         return process.start(addr)
