@@ -133,13 +133,12 @@ def test_each_host_runs_the_tool_and_reports(capsys, tmp_path, fake_ssh):
             "two:2222",
             "--ssh-command",
             str(script),
-            "--ssh-option",
-            "-oBatchMode=yes",
+            "--ssh-option=-oBatchMode=yes",
         ]
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert f"[root@one] changed {daemon_json}: added {ENTRY}" in out
+    assert f"[root@one] created {daemon_json}: added {ENTRY}" in out
     assert f"[two:2222] unchanged {daemon_json}" in out
     assert out.endswith("root@one: ok\ntwo:2222: ok\n")
     assert log.read_text() == "root@one 22\ntwo 2222\n"
