@@ -470,6 +470,13 @@ def test_bundle_without_client_has_only_the_ca(tmp_path: Path) -> None:
     assert bundle.client_cert is None and bundle.warnings == ()
 
 
+def test_bundle_for_a_bare_host_means_port_443(tmp_path: Path) -> None:
+    server(tmp_path, "registry.example.com")
+    bundle = write_bundle(tmp_path, "registry.example.com")
+    assert bundle.folder == tmp_path / "certs.d" / "registry.example.com"
+    assert (bundle.folder / "ca.crt").exists() and bundle.warnings == ()
+
+
 def test_bundle_warns_when_the_server_does_not_name_the_host(tmp_path: Path) -> None:
     server(tmp_path, "a.example")
     bundle = write_bundle(tmp_path, "b.example:5000")
