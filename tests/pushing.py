@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import urlencode
 
 import httpx
 
@@ -25,14 +26,19 @@ def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, objec
     return {"mediaType": media_type, "digest": digest_of(data), "size": len(data), **extra}
 
 
+def with_query(location: str, **values: str) -> str:
+    """Add query values to an upload Location, keeping the ones the registry put there."""
+    separator = "&" if "?" in location else "?"
+    return location + separator + urlencode(values)
+
+
 def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
     """POST then PUT (monolithic), as most clients push small blobs."""
     started = client.post(f"/v2/{repo}/blobs/uploads/")
     assert started.status_code == 202, started.text
     digest = digest_of(data)
     done = client.put(
-        started.headers["Location"],
-        params={"digest": digest},
+        with_query(started.headers["Location"], digest=digest),
         content=data,
         headers={"Content-Type": "application/octet-stream"},
     )
@@ -99,3 +105,62 @@ def push_image(
     response = push_manifest(client, repo, tag, manifest, media_type)
     assert response.status_code == 201, response.text
     return digest_of(manifest), manifest
+
+
+def image_index(
+    children: list[tuple[str, bytes]],
+    *,
+    media_type: str = OCI_INDEX,
+    subject: dict[str, object] | None = None,
+    artifact_type: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> bytes:
+    """An index (or Docker manifest list) of (media type, manifest bytes) children."""
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": [
+            descriptor(child_type, child, platform={"architecture": f"arch{i}", "os": "linux"})
+            for i, (child_type, child) in enumerate(children)
+        ],
+    }
+    if artifact_type is not None:
+        document["artifactType"] = artifact_type
+    if subject is not None:
+        document["subject"] = subject
+    if annotations:
+        document["annotations"] = annotations
+    return json.dumps(document, indent=2).encode()
+
+
+def push_index(
+    client: httpx.Client,
+    repo: str,
+    tag: str,
+    *,
+    media_type: str = OCI_INDEX,
+    children: int = 2,
+) -> tuple[str, bytes]:
+    """Push ``children`` images by digest, then an index of them under ``tag``."""
+    child_type = DOCKER_MANIFEST if media_type == DOCKER_LIST else OCI_MANIFEST
+    pushed: list[tuple[str, bytes]] = []
+    for i in range(children):
+        config = json.dumps({"architecture": f"arch{i}", "os": "linux", "tag": tag}).encode()
+        layer = f"layer {i} of {repo}:{tag}".encode()
+        push_blob(client, repo, config)
+        push_blob(client, repo, layer)
+        child = image_manifest(config, [layer], media_type=child_type)
+        response = push_manifest(client, repo, digest_of(child), child, child_type)
+        assert response.status_code == 201, response.text
+        pushed.append((child_type, child))
+    index = image_index(pushed, media_type=media_type)
+    response = push_manifest(client, repo, tag, index, media_type)
+    assert response.status_code == 201, response.text
+    return digest_of(index), index
+
+
+def start_upload(client: httpx.Client, repo: str) -> str:
+    """POST a new upload session; returns its Location."""
+    started = client.post(f"/v2/{repo}/blobs/uploads/")
+    assert started.status_code == 202, started.text
+    return started.headers["Location"]
