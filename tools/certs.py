@@ -490,8 +490,7 @@ def _ensure_leaf(
     names = wanted.names
     if existing.key is not None and not reissue:
         # Names given on earlier runs stay: dropping them would break clients that use them.
-        kept = {canonical_host(name) for name in names}
-        names = names + tuple(name for name in existing.names if canonical_host(name) not in kept)
+        names = _merge_names(names, existing.names)
 
     ca, ca_created = signer.load()
     leaf = ca.issue_cert(
@@ -515,6 +514,20 @@ def _ensure_leaf(
         action = Action.CREATED
     logger.info("%s %s (%s)", action.value, cert_path, "; ".join(reasons) or "new")
     return _LeafOutcome(action, ca_created, names, reasons, leaf.cert.not_valid_after_utc)
+
+
+def _merge_names(wanted: Sequence[str], earlier: Sequence[str]) -> tuple[str, ...]:
+    merged = list(wanted)
+    seen = {canonical_host(name) for name in wanted}
+    for name in earlier:
+        try:
+            key = canonical_host(name)
+        except HostNameError:
+            continue  # a name this toolkit would not write; not worth keeping
+        if key not in seen:
+            seen.add(key)
+            merged.append(key)
+    return tuple(merged)
 
 
 def _server_common_name(names: Sequence[str]) -> str | None:

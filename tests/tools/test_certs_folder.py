@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tools.certs import (
@@ -128,6 +128,34 @@ def test_new_host_reissues_for_the_same_key_and_keeps_old_names(tmp_path: Path) 
     assert (tmp_path / "server.key").read_bytes() == key_before
     assert san_hosts(files.server_cert) == ["b.example", "a.example"]
     check_key_pair(files.server_cert, files.server_key)
+
+
+def test_reissue_drops_earlier_names_it_would_not_write(tmp_path: Path) -> None:
+    server(tmp_path, "a.example")
+    ca = CA.load(tmp_path / "ca.crt", tmp_path / "ca.key")
+    key = load_private_key(tmp_path / "server.key")
+    now = datetime.now(UTC)
+    odd = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=100))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("a.example"), x509.DNSName("bad name")]),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    (tmp_path / "server.crt").write_bytes(odd.public_bytes(serialization.Encoding.PEM))
+    files = server(tmp_path, "b.example")
+    assert files.action is Action.REISSUED
+    assert san_hosts(files.server_cert) == ["b.example", "a.example"]
 
 
 def test_reissue_names_exactly_this_run(tmp_path: Path) -> None:
