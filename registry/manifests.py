@@ -115,6 +115,10 @@ def _media_type(document: dict[str, object], content_type: str | None) -> str:
         raise ManifestError("Docker schema 1 manifests are not supported; push schema 2 or OCI")
     if media_type not in MANIFEST_TYPES:
         raise ManifestError(f"unsupported manifest media type {media_type!r}")
+    if not declared and media_type in (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST):
+        # Only the field survives in storage: without it the manifest would be
+        # served as OCI. registry:2 refuses these too.
+        raise ManifestError(f"a {media_type} manifest must have a mediaType field")
     return media_type
 
 
