@@ -25,9 +25,14 @@ from . import (
 )
 
 
+#: In the name of every temporary file; ``~`` is outside the path grammar, so
+#: no stored file's name contains it and listings can leave temporaries out.
+TEMPORARY_MARK = ".tmp~"
+
+
 def _temporary_name(path: str) -> str:
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.tmp-{secrets.token_hex(6)}")
+    return os.path.join(head, f".{tail}{TEMPORARY_MARK}{secrets.token_hex(6)}")
 
 
 def write_atomically(path: str, content: bytes) -> None:
@@ -145,7 +150,7 @@ class FilesystemDriver(StorageDriver):
             names = os.listdir(self._full(path))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
-        return sorted(name for name in names if ".tmp-" not in name)
+        return sorted(name for name in names if TEMPORARY_MARK not in name)
 
     async def _move(self, source: str, destination: str) -> None:
         self._move_sync(source, destination)
