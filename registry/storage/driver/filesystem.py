@@ -156,10 +156,14 @@ class FilesystemDriver(StorageDriver):
         self._move_sync(source, destination)
 
     def _move_sync(self, source: str, destination: str) -> None:
+        full_source = self._full(source)
+        # Checked first: a failed move must not leave the destination's parents behind.
+        if not os.path.exists(full_source):
+            raise PathNotFoundError(source)
         full_destination = self._full(destination)
         os.makedirs(os.path.dirname(full_destination), exist_ok=True)
         try:
-            os.replace(self._full(source), full_destination)
+            os.replace(full_source, full_destination)
         except FileNotFoundError:
             raise PathNotFoundError(source) from None
 
