@@ -100,8 +100,9 @@ class InMemoryDriver(StorageDriver):
         return sorted(children)
 
     async def _move(self, source: str, destination: str) -> None:
-        self._files[destination] = self._file(source)
+        file = self._file(source)
         del self._files[source]
+        self._files[destination] = file
 
     async def _delete(self, path: str) -> None:
         prefix = path + "/"
