@@ -139,13 +139,45 @@ def probe_tls(registry: Registry, timeout: float, probe: Probe) -> Finding:
     try:
         der = tls_handshake(registry, context, timeout)
     except (ssl.SSLError, ConnectionResetError) as exc:
-        probe.tls = False
-        return Finding(True, f"{registry} speaks plain HTTP, not TLS ({exc.__class__.__name__})")
+        if speaks_plain_http(registry, timeout):
+            probe.tls = False
+            return Finding(True, f"{registry} speaks plain HTTP, not TLS")
+        return client_certificate_finding(registry, "the TLS handshake", exc)
     except OSError as exc:
         return Finding(False, f"TLS handshake with {registry} failed: {exc}")
     probe.tls = True
     probe.certificate = x509.load_der_x509_certificate(der)
     return Finding(True, f"{registry} speaks HTTPS")
+
+
+def client_certificate_finding(registry: Registry, what: str, exc: Exception) -> Finding:
+    """TLS that breaks off once the handshake is done: the registry wants a client certificate.
+
+    With TLS 1.3 the server judges the client's certificate after the client has finished
+    its handshake, so the refusal shows up at the first request.
+    """
+    return Finding(
+        False,
+        f"{what} fails: {getattr(exc, 'reason', None) or exc}",
+        docker_says="remote error: tls: certificate required",
+        explain="most likely the registry refuses clients without a certificate (mutual "
+        "TLS); Docker sends certs.d/HOST:PORT/client.cert and client.key",
+        fix=f"registry engine trust {registry} --ca {DEFAULT_CA} --client-cert FILE "
+        "--client-key FILE",
+    )
+
+
+def speaks_plain_http(registry: Registry, timeout: float) -> bool:
+    host, port = split_host(registry)
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/v2/")
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+    return True
 
 
 def verifying_context(cafiles: Sequence[Path], system: bool) -> ssl.SSLContext:
@@ -314,6 +346,9 @@ def ask_v2(registry: Registry, tls: bool, timeout: float) -> Finding:
         response = connection.getresponse()
         response.read()
     except (OSError, http.client.HTTPException) as exc:
+        closed = (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)
+        if tls and isinstance(exc, closed):
+            return client_certificate_finding(registry, f"GET {scheme}://{registry}/v2/", exc)
         return Finding(False, f"GET {scheme}://{registry}/v2/ failed: {exc}")
     finally:
         connection.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -241,12 +242,10 @@ def choose_paths(args: argparse.Namespace, env: Mapping[str, str]) -> EnginePath
         "containers": args.containers_dir,
         "docker_pidfile": args.pidfile,
     }
-    values = {key: Path(value) for key, value in overrides.items() if value}
+    values: dict[str, Any] = {key: Path(value) for key, value in overrides.items() if value}
     if not values:
         return paths
-    fields = {name: getattr(paths, name) for name in paths.__dataclass_fields__}
-    fields.update(values)
-    return EnginePaths(**fields)
+    return dataclasses.replace(paths, **values)
 
 
 # --------------------------------------------------------------------------- file edits
@@ -511,6 +510,12 @@ def _owned(raw: bytes | None) -> bool:
     return raw is not None and raw.startswith(MARKER.encode())
 
 
+def _insecure_hosts(raw: bytes | None) -> bool:
+    """Whether a hosts.toml of ours declares plain HTTP or unverified HTTPS (not `trust`)."""
+    pattern = rb'^server = "http://|^\s*skip_verify = true'
+    return _owned(raw) and re.search(pattern, raw or b"", re.M) is not None
+
+
 def replace_owned_file(path: Path, content: bytes | None, summary: str) -> FileEdit:
     """Our own whole-file configuration; a file written by someone else is still backed up."""
     raw = read_bytes(path)
@@ -706,7 +711,11 @@ def insecure_edits(
                 else None
             )
         what = f"{engine} {'treats' if add else 'forgets'} {registry} as insecure"
-        edits.append(replace_owned_file(path, content, what))
+        raw = read_bytes(path)
+        if add or engine == "podman" or not _owned(raw) or _insecure_hosts(raw):
+            edits.append(replace_owned_file(path, content, what))
+        else:
+            out.lines.append(f"left {path} as it is: it holds the HTTPS settings of `trust`")
     return edits
 
 
@@ -738,9 +747,7 @@ def list_insecure(args: argparse.Namespace, paths: EnginePaths) -> Outcome:
             entries = sorted(
                 hosts.parent.name
                 for hosts in paths.containerd_certs.glob("*/hosts.toml")
-                if re.search(
-                    rb'^server = "http://|^\s*skip_verify = true', hosts.read_bytes(), re.M
-                )
+                if _insecure_hosts(hosts.read_bytes())
             )
         else:
             entries = sorted(
@@ -937,7 +944,7 @@ def certs_edits(
             why=f"{registry} over HTTPS, verified with ca.crt beside this file",
         )
         edits.append(replace_owned_file(hosts, content, f"{engine} reads it for {registry}"))
-    elif with_hosts and _owned(read_bytes(hosts)):
+    elif with_hosts and _owned(read_bytes(hosts)) and not _insecure_hosts(read_bytes(hosts)):
         edits.append(replace_owned_file(hosts, None, f"{engine} forgets {registry}"))
     return edits
 

@@ -298,3 +298,26 @@ def test_broken_daemon_json_is_a_problem(tmp_path):
 def test_usage_error(capsys):
     assert engine.main(["doctor", "http://x:5000"]) == 2
     assert "without a scheme" in capsys.readouterr().err
+
+
+def test_mutual_tls_asks_for_a_client_certificate(capsys, tmp_path, ca, monkeypatch):
+    leaf = make_leaf(*ca, ["127.0.0.1"])
+    (tmp_path / "ca.crt").write_bytes(ca[0])
+    real_wrap = ssl.SSLContext.wrap_socket
+
+    def require_client_certificates(self, sock, *args, **kwargs):
+        if kwargs.get("server_side"):
+            self.verify_mode = ssl.CERT_REQUIRED
+            self.load_verify_locations(tmp_path / "ca.crt")
+        return real_wrap(self, sock, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", require_client_certificates)
+    for port in serve(tmp_path, leaf):
+        registry = f"127.0.0.1:{port}"
+        certs = tmp_path / "root/etc/docker/certs.d" / registry
+        certs.mkdir(parents=True)
+        (certs / "ca.crt").write_bytes(ca[0])
+        code, out = doctor(capsys, tmp_path, registry)
+    assert code == 1
+    assert "client certificate" in out
+    assert f"fix: registry engine trust {registry} --ca certs/ca.crt --client-cert" in out

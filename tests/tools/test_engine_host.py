@@ -852,3 +852,24 @@ def test_reload_dry_run_does_not_signal(capsys, tmp_path):
 def test_help_names_the_exit_codes(capsys):
     assert engine_host.main(["--help"]) == 0
     assert "0 done or unchanged, 1 failure, 2 usage error" in capsys.readouterr().out
+
+
+def test_insecure_remove_leaves_the_hosts_toml_of_trust(capsys, tmp_path, pki):
+    base = ("--engine", "containerd", "--root", str(tmp_path))
+    assert run(capsys, "trust", ENTRY, "--ca", str(pki["ca"]), *base)[0] == 0
+    hosts = tmp_path / "etc/containerd/certs.d" / ENTRY / "hosts.toml"
+    before = hosts.read_bytes()
+    code, out, _ = run(capsys, "insecure", "remove", ENTRY, *base)
+    assert code == 0
+    assert "holds the HTTPS settings of `trust`" in out
+    assert hosts.read_bytes() == before
+    assert run(capsys, "insecure", "list", *base)[1] == ""
+
+
+def test_not_root_means_the_rootless_engines(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_host.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    code, out, _ = run(capsys, "insecure", "add", ENTRY)
+    assert code == 0
+    assert out.startswith("not running as root: configured the rootless engines of this user")
+    assert (tmp_path / "config/docker/daemon.json").is_file()
