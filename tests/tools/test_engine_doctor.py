@@ -319,5 +319,5 @@ def test_mutual_tls_asks_for_a_client_certificate(capsys, tmp_path, ca, monkeypa
         (certs / "ca.crt").write_bytes(ca[0])
         code, out = doctor(capsys, tmp_path, registry)
     assert code == 1
-    assert "client certificate" in out
+    assert "(mutual TLS)" in out
     assert f"fix: registry engine trust {registry} --ca certs/ca.crt --client-cert" in out
