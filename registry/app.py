@@ -10,6 +10,7 @@ from quart import Quart
 
 from .api import register_api
 from .api.context import EXTENSION, Services
+from .body import StreamedConnection, StreamedRequest
 from .config import Config
 from .storage import Store
 from .storage.driver import StorageDriver
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 def create_app(config: Config, *, driver: StorageDriver | None = None) -> Quart:
     """Build the Quart app; tests pass a driver, production gets one from config."""
     app = Quart(__name__)
+    app.asgi_http_class = StreamedConnection
+    app.request_class = StreamedRequest
     # Quart's defaults would break a registry: a 16 MiB body cap and 60 s timeouts.
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
