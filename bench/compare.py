@@ -1,0 +1,166 @@
+"""Side by side with Debian's Go registry (distribution 2.8.2), in one run, as ratios.
+
+    python bench/compare.py [--size-mib 256] [--duration 5] [--rounds 3] [--workers 0]
+
+Measures, for each registry in turn (interleaved, best of ``--rounds``):
+blob upload MB/s (monolithic PUT of a ``--size-mib`` blob with curl), blob
+download MB/s (curl), manifest GET by tag requests/s with wrk at concurrency 1
+and 32. Both registries run with access logs off and log level warn. The
+clients (curl, wrk) share the machine's cores with the servers, equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import Server, go, ours, workdir
+from tests.pushing import push_image
+
+ACCEPT = "application/vnd.oci.image.manifest.v1+json"
+
+
+def make_blob(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    block = os.urandom(1024 * 1024)
+    with path.open("wb") as file:
+        for index in range(size // len(block)):
+            chunk = index.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            file.write(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def curl_seconds(args: list[str]) -> float:
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    status, seconds = result.stdout.split()
+    if status not in ("200", "201"):
+        raise RuntimeError(f"curl got HTTP {status}: {args}")
+    return float(seconds)
+
+
+def upload_mbps(server: Server, blob: Path, digest: str, repo: str) -> float:
+    started = httpx.post(f"{server.url}/v2/{repo}/blobs/uploads/")
+    location = started.headers["Location"]
+    if location.startswith("/"):
+        location = server.url + location
+    separator = "&" if "?" in location else "?"
+    seconds = curl_seconds(
+        [
+            "-T",
+            str(blob),
+            "-H",
+            "Content-Type: application/octet-stream",
+            f"{location}{separator}digest={digest}",
+        ]
+    )
+    return blob.stat().st_size / seconds / 1e6
+
+
+def download_mbps(server: Server, digest: str, size: int, repo: str) -> float:
+    return size / curl_seconds([f"{server.url}/v2/{repo}/blobs/{digest}"]) / 1e6
+
+
+def wrk_rps(url: str, connections: int, duration: int) -> float:
+    threads = 1 if connections == 1 else 2
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "-H",
+            f"Accept: {ACCEPT}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} errors from {url}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    assert found, result.stdout
+    return float(found.group(1))
+
+
+def measure(server: Server, blob: Path, digest: str, duration: int) -> dict[str, float]:
+    repo = "bench/image"
+    with httpx.Client(base_url=server.url) as client:
+        push_image(client, repo, "latest")
+    size = blob.stat().st_size
+    manifest_url = f"{server.url}/v2/{repo}/manifests/latest"
+    result = {
+        "upload_MBps": upload_mbps(server, blob, digest, repo),
+        "download_MBps": download_mbps(server, digest, size, repo),
+        "manifest_get_rps_c1": wrk_rps(manifest_url, 1, duration),
+        "manifest_get_rps_c32": wrk_rps(manifest_url, 32, duration),
+    }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="our workers (0: one per CPU)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    for tool in ("curl", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: apt-get install {tool}")
+    folder = workdir()
+    try:
+        blob = folder / "blob"
+        digest = make_blob(blob, args.size_mib * 1024 * 1024)
+        servers = [ours(folder, workers=args.workers).start(), go(folder).start()]
+        best: dict[str, dict[str, float]] = {server.name: {} for server in servers}
+        peak_rss: dict[str, int] = {server.name: 0 for server in servers}
+        try:
+            for round_number in range(args.rounds):
+                for server in servers:
+                    figures = measure(server, blob, digest, args.duration)
+                    print(
+                        f"round {round_number + 1} {server.name}: {json.dumps(figures)}", flush=True
+                    )
+                    for key, value in figures.items():
+                        best[server.name][key] = max(best[server.name].get(key, 0.0), value)
+                    peak_rss[server.name] = max(peak_rss[server.name], server.rss_bytes())
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nbest of {args.rounds} rounds, {args.size_mib} MiB blob, wrk {args.duration}s:")
+    print(f"{'measure':<24}{'ours':>12}{'go 2.8.2':>12}{'ours/go':>10}")
+    for key in best["ours"]:
+        mine, theirs = best["ours"][key], best["go"][key]
+        print(f"{key:<24}{mine:>12.1f}{theirs:>12.1f}{mine / theirs:>10.2f}")
+    print(f"{'rss_after_MiB':<24}{peak_rss['ours'] / 2**20:>12.1f}{peak_rss['go'] / 2**20:>12.1f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"best": best, "rss": peak_rss, "args": vars(args)}, default=str, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
