@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, LogConfig, load_config
+from .server import ServerError, TLSFiles, check_tls, serve, worker_count
 
 log = logging.getLogger("registry")
 
@@ -101,9 +102,14 @@ def _prepare_storage(config: Config) -> str:
 
 def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
     """``serve --tls`` without a configured certificate: make (once) and use our own."""
-    from tools.certs import ensure_server_certificate, trust_instructions
+    from tools.certs import ensure_server_certificate, read_passphrase, trust_instructions
 
-    files = ensure_server_certificate(Path(args.tls_dir), tuple(args.tls_host or ()))
+    files = ensure_server_certificate(
+        Path(args.tls_dir),
+        tuple(args.tls_host or ()),
+        passphrase=read_passphrase(None, os.environ),
+    )
+    log.info("TLS certificate %s: %s", files.server_cert, files.action.value)
     host_port = config.http.addr
     if host_port.startswith(":"):
         host_port = f"{socket.gethostname()}{host_port}"
@@ -114,30 +120,41 @@ def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, http=dataclasses.replace(config.http, tls=tls))
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServerError, check_tls, serve, worker_count
+def _tls_files(config: Config, args: argparse.Namespace) -> tuple[Config, TLSFiles | None]:
+    """The certificate files to serve with, checked; made first for ``--tls`` alone."""
+    if not args.tls and not config.http.tls.enabled:
+        return config, None  # Plain HTTP: the certificate toolkit is not even loaded.
+    from tools.certs import CertificateError
 
+    try:
+        if config.http.tls.certificate is None:
+            config = _auto_tls(config, args)
+        return config, check_tls(config.http.tls)
+    except CertificateError as error:
+        raise ServerError(f"TLS: {error}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args, _serve_flags(args))
     configure_logging(config.log)
     for warning in config.warnings:
         log.warning("config: %s", warning)
     where = _prepare_storage(config)
-    if args.tls and config.http.tls.certificate is None:
-        config = _auto_tls(config, args)
+
+    def ready(urls: list[str]) -> None:
+        workers = worker_count(config)
+        log.info(
+            "registry %s listening on %s (%d worker%s), storage: %s%s",
+            __version__,
+            ", ".join(urls),
+            workers,
+            "" if workers == 1 else "s",
+            where,
+            ", read-only" if config.storage.readonly else "",
+        )
+
     try:
-        tls = check_tls(config.http.tls)
-
-        def ready(urls: list[str]) -> None:
-            log.info(
-                "registry %s listening on %s (%d worker%s), storage: %s%s",
-                __version__,
-                ", ".join(urls),
-                worker_count(config),
-                "" if worker_count(config) == 1 else "s",
-                where,
-                ", read-only" if config.storage.readonly else "",
-            )
-
+        config, tls = _tls_files(config, args)
         return serve(config, tls, ready=ready)
     except ServerError as error:
         log.error("%s", error)

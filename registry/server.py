@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
@@ -138,11 +139,17 @@ def check_tls(tls: TLSConfig) -> TLSFiles | None:
     """Refuse, with a clear message, TLS files that cannot work."""
     if tls.certificate is None or tls.key is None:
         return None
+    from tools.certs import CertificateError, check_key_pair
+
     for key, path in (("http.tls.certificate", tls.certificate), ("http.tls.key", tls.key)):
         if not os.path.isfile(path):
             raise ServerError(f"{key}: {path}: no such file")
         if not os.access(path, os.R_OK):
             raise ServerError(f"{key}: {path}: permission denied")
+    try:
+        check_key_pair(Path(tls.certificate), Path(tls.key))
+    except CertificateError as error:
+        raise ServerError(f"http.tls: {error}") from None
     for path in tls.clientcas:
         if not os.path.isfile(path):
             raise ServerError(f"http.tls.clientcas: {path}: no such file")
