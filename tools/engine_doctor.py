@@ -409,7 +409,6 @@ def insecure_in_daemon_json(
 
 def engine_reloaded(args: argparse.Namespace, entry: str) -> Finding | None:
     """When dockerd answers, whether it runs with the insecure entry the file has."""
-    args.docker_host = args.docker_host or None
     config = engine_host.run_docker_info(args, "{{json .RegistryConfig}}")
     if config is None:
         return None
