@@ -38,6 +38,17 @@ async def _upload_dirs(driver: StorageDriver) -> list[tuple[str, str]]:
     ]
 
 
+async def _modified(driver: StorageDriver, name: str, upload_id: str) -> float | None:
+    """When the session last changed: the time of its data file, since a folder's
+    time is not part of the driver contract (the in-memory driver has none)."""
+    for path in (paths.upload_data(name, upload_id), paths.upload_dir(name, upload_id)):
+        try:
+            return (await driver.stat(path)).modified
+        except PathNotFoundError:
+            continue
+    return None
+
+
 async def purge_uploads(
     driver: StorageDriver, older_than: float, *, dry_run: bool = False, now: float | None = None
 ) -> PurgeResult:
@@ -54,9 +65,8 @@ async def purge_uploads(
         except PathNotFoundError:
             started = None
         if started is None:
-            try:
-                started = (await driver.stat(paths.upload_dir(name, upload_id))).modified
-            except PathNotFoundError:
+            started = await _modified(driver, name, upload_id)
+            if started is None:
                 continue
         if now - started < older_than:
             kept += 1
