@@ -274,7 +274,6 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "storage.filesystem.maxthreads",
     "storage.cache",
     "storage.tag",
-    "auth",
     "middleware",
     "reporting",
     "http.debug",
@@ -288,6 +287,9 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "validation",
     "policy",
 )
+
+#: Sections known to registry:2 that cannot be ignored safely: an error each.
+REFUSED: tuple[str, ...] = ("auth",)
 
 #: Storage drivers registry:2 has and this registry does not (yet): an error, no storage.
 OTHER_DRIVERS = ("s3", "azure", "gcs", "swift", "oss")
@@ -361,6 +363,11 @@ def _check_keys(flat: Mapping[str, object], origin: Mapping[str, str], warnings:
     for key in flat:
         if key in SUPPORTED or _covered(key, _OPEN_MAPS):
             continue
+        if _covered(key, REFUSED):
+            raise ConfigError(
+                f"{key}: authentication is not supported yet, and ignoring it would leave "
+                "the registry open to anyone; remove the auth section to serve without it"
+            )
         if _covered(key, KNOWN_UNSUPPORTED):
             warnings.append(f"{key}: known to registry:2 but not supported yet; ignored")
             continue
