@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ class RegistryProcess:
     workers: int = 1
     use_config: bool = True
     """False: no config file at all, as a new user runs it (storage in ./data)."""
+    wrap: list[str] = field(default_factory=list)
+    """Command prefix, e.g. ``ip netns exec NAME`` to serve from a network namespace."""
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -68,7 +71,7 @@ class RegistryProcess:
         log_file = self.log_path.open("ab")
         command += ["--addr", addr, "--workers", str(self.workers), *self.args]
         self.process = subprocess.Popen(
-            command, stdout=log_file, stderr=log_file, env=env, cwd=self.workdir
+            [*self.wrap, *command], stdout=log_file, stderr=log_file, env=env, cwd=self.workdir
         )
         log_file.close()
         deadline = time.monotonic() + 30
@@ -86,12 +89,13 @@ class RegistryProcess:
         return self
 
     def _wait_ready(self) -> None:
-        verify = not self.url.startswith("https")
-        for _ in range(200):
+        """Ready once a worker accepts TCP connections (mutual TLS then needs no client cert)."""
+        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
+        for _ in range(400):
             try:
-                httpx.get(f"{self.url}/v2/", verify=verify, timeout=2)
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
                 return
-            except httpx.HTTPError:
+            except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"registry does not answer:\n{self.log()}")
 
@@ -129,11 +133,18 @@ def registry_factory(tmp_path: Path) -> Iterator[type[RegistryProcess] | object]
         workers: int = 1,
         addr: str = "127.0.0.1:0",
         use_config: bool = True,
+        wrap: list[str] | None = None,
     ) -> RegistryProcess:
         workdir = tmp_path / f"registry-{len(started)}"
         workdir.mkdir()
         process = RegistryProcess(
-            workdir, dict(config or {}), list(args or []), dict(env or {}), workers, use_config
+            workdir,
+            dict(config or {}),
+            list(args or []),
+            dict(env or {}),
+            workers,
+            use_config,
+            list(wrap or []),
         )
         started.append(process)
         return process.start(addr)

@@ -21,19 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from .needs import require
+from .netns import NetworkNamespace, network_namespace
+
 DOCKER_CLIENT = "/usr/bin/docker"  # Debian's client for Debian's dockerd.
 BUSYBOX = "/bin/busybox"
-
-
-def require(binary: str, package: str) -> str:
-    """The path of ``binary``; skip (or fail in CI) naming the package that provides it."""
-    path = binary if os.path.isabs(binary) and os.access(binary, os.X_OK) else shutil.which(binary)
-    if path is None or not os.access(path, os.X_OK):
-        message = f"{binary} not found: install it with `apt-get install {package}`"
-        if os.environ.get("REGISTRY_E2E_REQUIRED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def busybox_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
@@ -180,3 +172,10 @@ def busybox_image(docker_engine: DockerEngine) -> str:
     reference = "e2e/busybox:latest"
     docker_engine.import_image(reference, busybox_tar())
     return reference
+
+
+@pytest.fixture
+def netns() -> Iterator[NetworkNamespace]:
+    """A network namespace on its own address: a registry there is not on localhost."""
+    with network_namespace() as namespace:
+        yield namespace

@@ -26,7 +26,8 @@ from tests.pushing import (
     push_manifest,
 )
 
-from .conftest import DockerEngine, busybox_tar, require
+from .conftest import DockerEngine, busybox_tar
+from .needs import require
 
 pytestmark = pytest.mark.e2e
 
