@@ -6,6 +6,7 @@ import logging
 
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from ..errors import ErrorCode, RegistryError
 from .errors import to_registry_error
@@ -40,16 +41,37 @@ async def _handle_http_exception(error: HTTPException) -> Response:
     return error_response(RegistryError(code, error.description or code.message, status=status))
 
 
+class _RestConverter(PathConverter):
+    """Everything after ``/v2/``, leading and doubled slashes included.
+
+    werkzeug's ``path`` refuses a leading slash and its router answers ``//``
+    with an HTML redirect to a merged path, which names another repository;
+    the route table and the name grammar judge the path as it was sent instead.
+    """
+
+    regex = ".*?"
+    part_isolating = False
+
+
 def register_api(app: Quart, prefix: str = "") -> None:
+    app.url_map.converters["rest"] = _RestConverter
+    # /v2 without its slash is the version check too, not an HTML redirect.
+    for rule, endpoint in ((f"{prefix}/v2", "v2-bare"), (f"{prefix}/v2/", "v2")):
+        app.add_url_rule(
+            rule,
+            endpoint,
+            dispatch,
+            methods=ALL_METHODS,
+            provide_automatic_options=False,
+            merge_slashes=False,
+        )
     app.add_url_rule(
-        f"{prefix}/v2/", "v2", dispatch, methods=ALL_METHODS, provide_automatic_options=False
-    )
-    app.add_url_rule(
-        f"{prefix}/v2/<path:rest>",
+        f"{prefix}/v2/<rest:rest>",
         "v2-path",
         dispatch,
         methods=ALL_METHODS,
         provide_automatic_options=False,
+        merge_slashes=False,
     )
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_exception)
