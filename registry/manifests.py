@@ -128,6 +128,8 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ManifestError(f"manifest is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ManifestError("manifest is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestError("manifest is not a JSON object")
     if document.get("schemaVersion") != 2:
@@ -168,7 +170,7 @@ def sniff_media_type(data: bytes) -> str:
     """The media type of a stored manifest, for serving it; never raises."""
     try:
         document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return OCI_MANIFEST
     if not isinstance(document, dict):
         return OCI_MANIFEST
