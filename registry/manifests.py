@@ -77,7 +77,9 @@ def _descriptor(value: object, where: str) -> Descriptor:
         raise ManifestError(f"{where}.digest: {error}") from None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestError(f"{where}.size is missing or not a non-negative integer")
-    urls = value.get("urls") or ()
+    urls = value.get("urls")
+    if urls is None:
+        urls = ()
     if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
         raise ManifestError(f"{where}.urls is not a list of strings")
     artifact_type = value.get("artifactType")
@@ -139,7 +141,9 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
     artifact_type = document.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestError("artifactType is not a string")
-    annotations = document.get("annotations") or {}
+    annotations = document.get("annotations")
+    if annotations is None:
+        annotations = {}
     if not isinstance(annotations, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
     ):
