@@ -1,0 +1,220 @@
+"""``/v2/<name>/tags/list`` and ``/v2/_catalog``: ``n``/``last`` pagination and ``Link``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import RegistryProcess
+from tests.pushing import push_blob, push_image, push_manifest
+
+from .support import assert_error
+
+LINK_RE = re.compile(r'<([^>]+)>; rel="next"')
+TAGS = ["a", "b", "c", "d", "e"]
+Factory = Callable[..., RegistryProcess]
+
+
+def _tag_all(client: httpx.Client, repo: str, tags: list[str]) -> None:
+    _, body = push_image(client, repo, tags[0])
+    for tag in tags[1:]:
+        assert push_manifest(client, repo, tag, body).status_code == 201
+
+
+def _next_link(response: httpx.Response) -> str | None:
+    link = response.headers.get("Link")
+    if link is None:
+        return None
+    found = LINK_RE.fullmatch(link)
+    assert found, link
+    return found.group(1)
+
+
+def _follow(client: httpx.Client, url: str, key: str) -> Iterator[list[str]]:
+    """Every page, following ``Link`` until there is none."""
+    next_url: str | None = url
+    while next_url is not None:
+        response = client.get(next_url)
+        assert response.status_code == 200, response.text
+        yield response.json()[key]
+        next_url = _next_link(response)
+
+
+# --- tags -----------------------------------------------------------------------------
+
+
+def test_tags_list(client: httpx.Client, repo: str) -> None:
+    _tag_all(client, repo, ["latest", "v1", "1.0", "V2", "_x"])
+    response = client.get(f"/v2/{repo}/tags/list")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == {"name": repo, "tags": sorted(["latest", "v1", "1.0", "V2", "_x"])}
+    assert "Link" not in response.headers
+
+
+# (query, tags on the page, Link's query or None)
+TAG_PAGES = [
+    ({"n": "2"}, ["a", "b"], {"last": "b", "n": "2"}),
+    ({"n": "2", "last": "b"}, ["c", "d"], {"last": "d", "n": "2"}),
+    ({"n": "2", "last": "d"}, ["e"], None),
+    ({"n": "5"}, TAGS, None),
+    ({"n": "10"}, TAGS, None),
+    ({"n": "4"}, ["a", "b", "c", "d"], {"last": "d", "n": "4"}),
+    ({"last": "b"}, ["c", "d", "e"], None),
+    ({"last": "bb"}, ["c", "d", "e"], None),
+    ({"last": "e"}, [], None),
+    ({"last": "z", "n": "1"}, [], None),
+    ({"n": "0"}, [], None),
+    ({"n": "0", "last": "a"}, [], None),
+    ({"n": ""}, TAGS, None),
+]
+
+
+@pytest.mark.parametrize(("query", "page", "link"), TAG_PAGES)
+def test_tags_pagination(
+    client: httpx.Client,
+    repo: str,
+    query: dict[str, str],
+    page: list[str],
+    link: dict[str, str] | None,
+) -> None:
+    _tag_all(client, repo, TAGS)
+    response = client.get(f"/v2/{repo}/tags/list", params=query)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"name": repo, "tags": page}
+    next_url = _next_link(response)
+    if link is None:
+        assert next_url is None
+        return
+    assert next_url is not None
+    parts = urlsplit(next_url)
+    assert parts.path == f"/v2/{repo}/tags/list"
+    assert {k: v[0] for k, v in parse_qs(parts.query).items()} == link
+
+
+def test_tags_link_followed_to_the_end(client: httpx.Client, repo: str) -> None:
+    _tag_all(client, repo, TAGS)
+    pages = list(_follow(client, f"/v2/{repo}/tags/list?n=2", "tags"))
+    assert pages == [["a", "b"], ["c", "d"], ["e"]]
+
+
+@pytest.mark.parametrize("n", ["abc", "-1", "1.5", "0x10", " 2"])
+def test_tags_non_numeric_n(client: httpx.Client, repo: str, n: str) -> None:
+    _tag_all(client, repo, TAGS)
+    response = client.get(f"/v2/{repo}/tags/list", params={"n": n})
+    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_tags_of_unknown_repository(client: httpx.Client, repo: str) -> None:
+    assert_error(client.get(f"/v2/{repo}/tags/list"), 404, "NAME_UNKNOWN")
+    assert_error(client.get(f"/v2/{repo}/tags/list?n=1"), 404, "NAME_UNKNOWN")
+
+
+def test_tags_after_deleting_every_tag(client: httpx.Client, repo: str) -> None:
+    _tag_all(client, repo, ["a", "b"])
+    for tag in ("a", "b"):
+        assert client.delete(f"/v2/{repo}/manifests/{tag}").status_code == 202
+    response = client.get(f"/v2/{repo}/tags/list")
+    assert response.status_code == 200
+    assert response.json() == {"name": repo, "tags": []}
+
+
+# --- catalog --------------------------------------------------------------------------
+
+REPOSITORIES = ["a/b/c", "a/b", "alpha", "beta", "gamma/delta/epsilon", "z9"]
+
+
+@pytest.fixture
+def catalog_registry(registry_factory: Factory) -> Iterator[httpx.Client]:
+    """A registry of its own (the catalog is global), with maxentries 5."""
+    registry = registry_factory({"catalog": {"maxentries": 5}})
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        for name in REPOSITORIES:
+            push_image(client, name, "latest")
+        push_blob(client, "only/blobs", b"a blob without a manifest")
+        client.post("/v2/only/uploads/blobs/uploads/")
+        yield client
+
+
+def test_catalog_lists_nested_names_and_not_blob_only_ones(
+    catalog_registry: httpx.Client,
+) -> None:
+    pages = list(_follow(catalog_registry, "/v2/_catalog?n=5", "repositories"))
+    listed = [name for page in pages for name in page]
+    assert listed == sorted(REPOSITORIES)
+    assert "only/blobs" not in listed and "only/uploads" not in listed
+
+
+# (query, page, Link's query or None)
+CATALOG_PAGES = [
+    ({"n": "2"}, ["a/b", "a/b/c"], {"last": "a/b/c", "n": "2"}),
+    ({"n": "2", "last": "a/b/c"}, ["alpha", "beta"], {"last": "beta", "n": "2"}),
+    ({"n": "2", "last": "beta"}, ["gamma/delta/epsilon", "z9"], None),
+    ({"n": "3", "last": "alpha"}, ["beta", "gamma/delta/epsilon", "z9"], None),
+    ({"n": "0"}, [], None),
+    ({"last": "gamma"}, ["gamma/delta/epsilon", "z9"], None),
+    ({"last": "z9"}, [], None),
+    # No n: the page size is catalog.maxentries.
+    (
+        {},
+        ["a/b", "a/b/c", "alpha", "beta", "gamma/delta/epsilon"],
+        {"last": "gamma/delta/epsilon", "n": "5"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "page", "link"), CATALOG_PAGES)
+def test_catalog_pagination(
+    catalog_registry: httpx.Client,
+    query: dict[str, str],
+    page: list[str],
+    link: dict[str, str] | None,
+) -> None:
+    response = catalog_registry.get("/v2/_catalog", params=query)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == {"repositories": page}
+    next_url = _next_link(response)
+    if link is None:
+        assert next_url is None
+        return
+    assert next_url is not None
+    parts = urlsplit(next_url)
+    assert parts.path == "/v2/_catalog"
+    assert {k: v[0] for k, v in parse_qs(parts.query).items()} == link
+
+
+def test_catalog_link_followed_to_the_end(catalog_registry: httpx.Client) -> None:
+    pages = list(_follow(catalog_registry, "/v2/_catalog?n=2", "repositories"))
+    assert pages == [["a/b", "a/b/c"], ["alpha", "beta"], ["gamma/delta/epsilon", "z9"]]
+
+
+@pytest.mark.parametrize("n", ["6", "1000", "99999999999999999999"])
+def test_catalog_n_beyond_maxentries(catalog_registry: httpx.Client, n: str) -> None:
+    response = catalog_registry.get("/v2/_catalog", params={"n": n})
+    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+
+
+@pytest.mark.parametrize("n", ["abc", "-1", "2.0", "1e3"])
+def test_catalog_non_numeric_n(catalog_registry: httpx.Client, n: str) -> None:
+    response = catalog_registry.get("/v2/_catalog", params={"n": n})
+    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_catalog_default_bound_is_1000(client: httpx.Client, repo: str) -> None:
+    push_image(client, repo, "latest")
+    assert client.get("/v2/_catalog", params={"n": "1000"}).status_code == 200
+    response = client.get("/v2/_catalog", params={"n": "1001"})
+    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_empty_catalog(registry_factory: Factory) -> None:
+    registry = registry_factory()
+    response = httpx.get(f"{registry.url}/v2/_catalog")
+    assert response.status_code == 200
+    assert response.json() == {"repositories": []}
+    assert "Link" not in response.headers
