@@ -188,13 +188,17 @@ class Uploads:
         else:
             session = await self.status(upload_id)
         data_path = paths.upload_data(self.name, upload_id)
-        actual = await self._digest(upload_id, data_path, session.size, digest.algorithm)
-        if actual != digest:
-            raise DigestMismatchError(str(digest), str(actual))
-        if await exists(self.driver, paths.blob_data(digest)):
-            pass  # Same content pushed before: keep the stored copy.
-        else:
-            await self.driver.move(data_path, paths.blob_data(digest))
+        try:
+            actual = await self._digest(upload_id, data_path, session.size, digest.algorithm)
+            if actual != digest:
+                raise DigestMismatchError(str(digest), str(actual))
+            if await exists(self.driver, paths.blob_data(digest)):
+                pass  # Same content pushed before: keep the stored copy.
+            else:
+                await self.driver.move(data_path, paths.blob_data(digest))
+        except PathNotFoundError:
+            # Completed or cancelled meanwhile, by another request or another worker.
+            raise UploadUnknownError(upload_id) from None
         await self.linked.link(digest)
         await self.cancel(upload_id)
         return BlobInfo(digest, session.size)
