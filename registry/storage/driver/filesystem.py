@@ -24,7 +24,6 @@ from . import (
     StorageDriver,
 )
 
-
 #: In the name of every temporary file; ``~`` is outside the path grammar, so
 #: no stored file's name contains it and listings can leave temporaries out.
 TEMPORARY_MARK = ".tmp~"
