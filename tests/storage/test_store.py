@@ -1074,3 +1074,125 @@ async def test_concurrent_pushes_to_many_repositories(store: Store) -> None:
         stored = await store.repository(name).manifests.get("v1")
         assert stored.digest == digest
         assert stored.data == manifest
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_concurrent_completion_of_one_session(driver: StorageDriver, processes: int) -> None:
+    """A client retrying its final PUT: one completion wins, the other finds no session.
+
+    With two processes neither has a hasher for the session, so both read the
+    data file while the other may be moving it into the store."""
+    stores = [Store(driver) for _ in range(processes)]
+    store = stores[0]
+    data = os.urandom(4 * WRITE_BUFFER + 1)
+    digest = digest_of(data)
+    session = await Store(driver).repository("a").uploads.start()
+    await Store(driver).repository("a").uploads.append(session.id, body(data))
+    results = await asyncio.gather(
+        stores[0].repository("a").uploads.complete(session.id, digest),
+        stores[-1].repository("a").uploads.complete(session.id, digest),
+        return_exceptions=True,
+    )
+    completed = [result for result in results if not isinstance(result, BaseException)]
+    failed = [result for result in results if isinstance(result, BaseException)]
+    assert completed
+    assert all(info.digest == digest for info in completed)
+    assert all(isinstance(error, UploadUnknownError) for error in failed), failed
+    assert await read_blob(store, digest) == data
+    assert await upload_ids(store.driver, "a") == []
+
+
+async def test_interrupted_chunk_can_be_resumed(store: Store) -> None:
+    """A client that disconnects mid-chunk resumes from the offset the session reports."""
+    repo = store.repository("a")
+    data = os.urandom(3 * WRITE_BUFFER)
+    session = await repo.uploads.start()
+
+    async def broken():
+        yield data[:WRITE_BUFFER]
+        yield data[WRITE_BUFFER : WRITE_BUFFER + WRITE_BUFFER // 2]
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await repo.uploads.append(session.id, broken())
+    offset = (await repo.uploads.status(session.id)).size
+    assert 0 <= offset <= WRITE_BUFFER + WRITE_BUFFER // 2
+    info = await repo.uploads.complete(
+        session.id, digest_of(data), body(data[offset:]), start=offset
+    )
+    assert info.digest == digest_of(data)
+    assert await read_blob(store, info.digest) == data
+
+
+class HeldReads(StorageDriver):
+    """Another process's view of a driver whose reads of one path wait for a signal."""
+
+    name = "held"
+
+    def __init__(self, inner: StorageDriver, held: str) -> None:
+        self.inner = inner
+        self.held = held
+        self.release = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def _get_content(self, path: str) -> bytes:
+        return await self.inner.get_content(path)
+
+    async def _put_content(self, path: str, content: bytes) -> None:
+        await self.inner.put_content(path, content)
+
+    async def _read(self, path: str, offset: int, length: int | None):
+        if path == self.held:
+            self.waiting.set()
+            await self.release.wait()
+        async for chunk in self.inner.read(path, offset, length):
+            yield chunk
+
+    async def _writer(self, path: str, append: bool):
+        return await self.inner.writer(path, append=append)
+
+    async def _stat(self, path: str):
+        return await self.inner.stat(path)
+
+    async def _list(self, path: str) -> list[str]:
+        return await self.inner.list(path)
+
+    async def _move(self, source: str, destination: str) -> None:
+        await self.inner.move(source, destination)
+
+    async def _delete(self, path: str) -> None:
+        await self.inner.delete(path)
+
+
+async def test_completion_racing_a_completion_elsewhere(driver: StorageDriver) -> None:
+    """The session is completed by another worker while this one is about to hash it."""
+    data = b"raced " * 1000
+    digest = digest_of(data)
+    session = await Store(driver).repository("a").uploads.start()
+    await Store(driver).repository("a").uploads.append(session.id, body(data))
+    held = HeldReads(driver, paths.upload_data("a", session.id))
+    late = asyncio.create_task(Store(held).repository("a").uploads.complete(session.id, digest))
+    await held.waiting.wait()
+    info = await Store(driver).repository("a").uploads.complete(session.id, digest)
+    assert info.digest == digest
+    held.release.set()
+    with pytest.raises(UploadUnknownError):
+        await late
+    assert await read_blob(Store(driver), digest) == data
+    assert await upload_ids(driver, "a") == []
+
+
+async def test_completion_racing_a_cancel_elsewhere(driver: StorageDriver) -> None:
+    session = await Store(driver).repository("a").uploads.start()
+    await Store(driver).repository("a").uploads.append(session.id, body(b"cancelled"))
+    held = HeldReads(driver, paths.upload_data("a", session.id))
+    late = asyncio.create_task(
+        Store(held).repository("a").uploads.complete(session.id, digest_of(b"cancelled"))
+    )
+    await held.waiting.wait()
+    await Store(driver).repository("a").uploads.cancel(session.id)
+    held.release.set()
+    with pytest.raises(UploadUnknownError):
+        await late
+    with pytest.raises(BlobUnknownError):
+        await Store(driver).blobs.stat(digest_of(b"cancelled"))
