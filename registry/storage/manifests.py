@@ -197,7 +197,8 @@ class Manifests:
         try:
             names = await self.driver.list(paths.tags(self.name))
         except PathNotFoundError:
-            if not await exists(self.driver, paths.repository(self.name)):
+            # The catalog's rule: a repository is a folder with _manifests in it.
+            if not await exists(self.driver, paths.manifests(self.name)):
                 raise RepositoryUnknownError(self.name) from None
             return []
         return names
