@@ -629,9 +629,11 @@ async def test_delete_in_one_repository_only(store: Store) -> None:
 async def test_tags_of_unknown_repository(store: Store) -> None:
     with pytest.raises(RepositoryUnknownError):
         await store.repository("nothing/here").manifests.tags()
+    # Only blobs: not a repository to the catalog, nor to tags/list (as registry:2).
     repo = store.repository("blobs/only")
     await push_blob(repo, b"x")
-    assert await repo.manifests.tags() == []
+    with pytest.raises(RepositoryUnknownError):
+        await repo.manifests.tags()
 
 
 async def test_manifest_blob_unknown(store: Store) -> None:
