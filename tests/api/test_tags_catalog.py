@@ -114,6 +114,23 @@ def test_tags_of_unknown_repository(client: httpx.Client, repo: str) -> None:
     assert_error(client.get(f"/v2/{repo}/tags/list?n=1"), 404, "NAME_UNKNOWN")
 
 
+def test_tags_of_repository_with_only_blobs_or_uploads(client: httpx.Client, repo: str) -> None:
+    """A repository the catalog does not list is unknown to tags/list too, as in registry:2."""
+    push_blob(client, f"{repo}/blobs", b"a blob without a manifest")
+    assert client.post(f"/v2/{repo}/uploads/blobs/uploads/").status_code == 202
+    assert_error(client.get(f"/v2/{repo}/blobs/tags/list"), 404, "NAME_UNKNOWN")
+    assert_error(client.get(f"/v2/{repo}/uploads/tags/list"), 404, "NAME_UNKNOWN")
+
+
+def test_tags_of_repository_with_untagged_manifests(client: httpx.Client, repo: str) -> None:
+    digest, body = push_image(client, repo, "temporary")
+    assert client.delete(f"/v2/{repo}/manifests/temporary").status_code == 202
+    assert client.get(f"/v2/{repo}/manifests/{digest}").content == body
+    response = client.get(f"/v2/{repo}/tags/list")
+    assert response.status_code == 200
+    assert response.json() == {"name": repo, "tags": []}
+
+
 def test_tags_after_deleting_every_tag(client: httpx.Client, repo: str) -> None:
     _tag_all(client, repo, ["a", "b"])
     for tag in ("a", "b"):
