@@ -44,9 +44,33 @@ def inmemory_leftovers(driver: StorageDriver) -> list[str]:
 class DriverCase:
     name: str
     make: Callable[[Path], StorageDriver]
-    leftovers: Callable[[StorageDriver], list[str]]
+    leftovers: Callable[[StorageDriver], list[str]] | None = None
     """Everything the backend holds, seen from outside the driver: files as
-    driver paths, folders (where the backend has them) with a trailing ``/``."""
+    driver paths, folders (where the backend has them) with a trailing ``/``.
+    Without it, the tests look through the driver's own ``list``."""
+
+
+async def walk(driver: StorageDriver, path: str) -> list[str]:
+    """Every file below ``path``, found through the driver itself."""
+    try:
+        children = await driver.list(path)
+    except PathNotFoundError:
+        try:
+            await driver.stat(path)
+        except PathNotFoundError:
+            return []
+        return [path]
+    found = []
+    for child in children:
+        found += await walk(driver, f"{path}/{child}")
+    return found
+
+
+async def stored(case: DriverCase, driver: StorageDriver) -> list[str]:
+    """Every file (and folder) the driver holds, temporary files included where visible."""
+    if case.leftovers is not None:
+        return case.leftovers(driver)
+    return sorted([path for root in TEST_ROOTS for path in await walk(driver, root)])
 
 
 DRIVERS = [
@@ -69,7 +93,7 @@ async def driver(driver_case: DriverCase, tmp_path: Path) -> AsyncIterator[Stora
             await driver.delete(root)
         with pytest.raises(PathNotFoundError):
             await driver.list(root)
-    assert driver_case.leftovers(driver) == [], "the driver did not clean up"
+    assert await stored(driver_case, driver) == [], "the driver did not clean up"
     await driver.close()
 
 

@@ -22,7 +22,7 @@ from registry.storage.driver import (
     StorageDriver,
 )
 
-from .conftest import DriverCase
+from .conftest import DriverCase, stored
 
 ROOT = "/suite"
 MIB = 1024 * 1024
@@ -43,9 +43,9 @@ def random_path(depth: int = 3) -> str:
     return ROOT + "".join("/" + random_name() for _ in range(depth))
 
 
-def files_in(case: DriverCase, driver: StorageDriver) -> list[str]:
+async def files_in(case: DriverCase, driver: StorageDriver) -> list[str]:
     """Every file the backend holds, temporary files included."""
-    return [path for path in case.leftovers(driver) if not path.endswith("/")]
+    return [path for path in await stored(case, driver) if not path.endswith("/")]
 
 
 async def read_all(
@@ -165,7 +165,7 @@ async def test_invalid_paths(driver: StorageDriver, driver_case: DriverCase, pat
             await call()
         assert raised.value.path == path, name
     assert await driver.get_content(valid) == b"x"
-    assert files_in(driver_case, driver) == [valid]
+    assert await files_in(driver_case, driver) == [valid]
 
 
 # Write and read: whole files
@@ -223,7 +223,7 @@ async def test_put_content_leaves_no_temporary_files(
     for i in range(20):
         await driver.put_content(f"{folder}/link", str(i).encode() * 100)
     assert await driver.list(folder) == ["link"]
-    assert files_in(driver_case, driver) == [f"{folder}/link"]
+    assert await files_in(driver_case, driver) == [f"{folder}/link"]
 
 
 async def test_put_content_replace_is_atomic(driver: StorageDriver) -> None:
