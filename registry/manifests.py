@@ -134,7 +134,8 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         raise ManifestError("manifest is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestError("manifest is not a JSON object")
-    if document.get("schemaVersion") != 2:
+    version = document.get("schemaVersion")
+    if not isinstance(version, int) or version != 2:
         raise ManifestError("schemaVersion must be 2")
     media_type = _media_type(document, content_type)
     subject = document.get("subject")
