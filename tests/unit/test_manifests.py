@@ -234,6 +234,9 @@ REFUSED = {
     "schemaVersion 1": (variant(OCI_IMAGE, schemaVersion=1), OCI_MANIFEST),
     "schemaVersion 3": (variant(OCI_IMAGE, schemaVersion=3), OCI_MANIFEST),
     "schemaVersion string": (variant(OCI_IMAGE, schemaVersion="2"), OCI_MANIFEST),
+    # Go clients decode schemaVersion into an int: 2.0 would make the image unpullable.
+    "schemaVersion 2.0": (variant(OCI_IMAGE, schemaVersion=2.0), OCI_MANIFEST),
+    "schemaVersion true": (variant(OCI_IMAGE, schemaVersion=True), OCI_MANIFEST),
     # Media types.
     "content type mismatch": (OCI_IMAGE, DOCKER_MANIFEST),
     "content type mismatch, index": (OCI_IMAGE_INDEX, OCI_MANIFEST),
