@@ -124,10 +124,15 @@ def _media_type(document: dict[str, object], content_type: str | None) -> str:
     return media_type
 
 
+def _not_json(constant: str) -> object:
+    # Python's decoder takes NaN and Infinity; JSON and Go clients do not.
+    raise ManifestError(f"manifest is not valid JSON: {constant} is not a JSON value")
+
+
 def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
     """Parse and validate a pushed manifest; raise :class:`ManifestError` if it is not one."""
     try:
-        document = json.loads(data)
+        document = json.loads(data, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ManifestError(f"manifest is not valid JSON: {error}") from None
     except RecursionError:
