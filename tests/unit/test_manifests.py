@@ -230,6 +230,10 @@ REFUSED = {
     "a list": (b"[]", OCI_MANIFEST),
     "a string": (b'"manifest"', OCI_MANIFEST),
     "null": (b"null", OCI_MANIFEST),
+    # Not JSON (RFC 8259), though Python's decoder takes them; Go clients refuse them.
+    "NaN": (encode(variant(OCI_IMAGE, extra=float("nan"))), OCI_MANIFEST),
+    "Infinity": (encode(variant(OCI_IMAGE, annotations=..., extra=[float("inf")])), OCI_MANIFEST),
+    "-Infinity": (encode(variant(OCI_IMAGE, extra={"x": float("-inf")})), OCI_MANIFEST),
     "no schemaVersion": (variant(OCI_IMAGE, schemaVersion=...), OCI_MANIFEST),
     "schemaVersion 1": (variant(OCI_IMAGE, schemaVersion=1), OCI_MANIFEST),
     "schemaVersion 3": (variant(OCI_IMAGE, schemaVersion=3), OCI_MANIFEST),
