@@ -375,24 +375,24 @@ def ask_v2(registry: Registry, tls: bool, timeout: float) -> Finding:
 
 def insecure_in_daemon_json(
     registry: Registry, paths: EnginePaths, probe: Probe
-) -> tuple[bool, Finding]:
-    """Whether daemon.json declares the registry insecure, by name or by CIDR."""
+) -> tuple[str, Finding]:
+    """The daemon.json entry that declares the registry insecure (its name or a CIDR), or ""."""
     try:
         _raw, config, _indent = engine_host.read_daemon_json(paths.daemon_json)
         entries = engine_host.daemon_json_list(config, "insecure-registries", paths.daemon_json)
     except engine_host.EngineConfigError as exc:
-        return False, Finding(
+        return "", Finding(
             False,
             str(exc),
             explain="dockerd does not start, or ignores a reload, with a broken daemon.json",
             fix=f"fix {paths.daemon_json} by hand (its backup is {paths.daemon_json}.bak)",
         )
     except PermissionError:
-        return False, Finding(True, f"cannot read {paths.daemon_json} (run as root to check it)")
+        return "", Finding(True, f"cannot read {paths.daemon_json} (run as root to check it)")
     name = str(registry).lower()
     for entry in entries:
         if entry.strip().lower() == name:
-            return True, Finding(True, f"{paths.daemon_json} lists {entry} in insecure-registries")
+            return entry, Finding(True, f"{paths.daemon_json} lists {entry} in insecure-registries")
         if "/" in entry:
             try:
                 network = ipaddress.ip_network(entry, strict=False)
@@ -400,11 +400,11 @@ def insecure_in_daemon_json(
                 continue
             for address in probe.addresses:
                 if ipaddress.ip_address(address.split("%")[0]) in network:
-                    return True, Finding(
+                    return entry, Finding(
                         True,
                         f"{paths.daemon_json} declares {entry} insecure, which holds {address}",
                     )
-    return False, Finding(True, f"{paths.daemon_json} does not list {registry} as insecure")
+    return "", Finding(True, f"{paths.daemon_json} does not list {registry} as insecure")
 
 
 def engine_reloaded(args: argparse.Namespace, entry: str) -> Finding | None:
@@ -433,7 +433,7 @@ def plain_http_findings(
     if not finding.ok:
         return findings
     if listed:
-        reloaded = engine_reloaded(args, str(registry))
+        reloaded = engine_reloaded(args, listed)
         if reloaded is not None:
             findings.append(reloaded)
         return findings
