@@ -86,7 +86,8 @@ class Manifests:
                 raise ManifestUnknownError(reference)
             return digest
         tagged = await read_link(self.driver, paths.tag_current_link(self.name, reference))
-        if tagged is None:
+        # As registry:2: a tag serves only a manifest this repository holds.
+        if tagged is None or not await self.exists(tagged):
             raise ManifestUnknownError(reference)
         return tagged
 
