@@ -16,6 +16,7 @@ from registry.manifests import DOCKER_MANIFEST, OCI_MANIFEST
 from registry.reference import Digest
 from registry.storage import Store
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.errors import ManifestUnknownError
 from registry.storage.purge import purge_uploads
 
 from .content import (
@@ -318,3 +319,23 @@ async def test_link_with_a_trailing_newline_is_read(store: Store, root: Path) ->
     current = root / repo_path("a", "_manifests/tags/v1/current/link")
     current.write_bytes(link(digest) + b"\n")
     assert (await store.repository("a").manifests.get("v1")).digest == digest
+
+
+async def test_tag_without_revision_is_unknown(
+    store: Store, root: Path, registry2_tree: dict[str, object]
+) -> None:
+    """registry:2 serves a tag only when the repository holds the manifest's revision:
+    a manifest stored for another repository is not served through a stray tag."""
+    name = str(registry2_tree["name"])
+    digests: dict[str, Digest] = registry2_tree["digests"]  # type: ignore[assignment]
+    manifest = digests["manifest"]
+    write(root, repo_path("other", "_manifests/tags/stray/current/link"), link(manifest))
+    write(root, repo_path("other", f"_layers/sha256/{digests['layer'].hex}/link"), b"x")
+    with pytest.raises(ManifestUnknownError):
+        await store.repository("other").manifests.get("stray")
+    with pytest.raises(ManifestUnknownError):
+        await store.repository("other").manifests.get(str(manifest))
+    # In its own repository, a revision removed by hand takes its tags' manifest with it.
+    (root / repo_path(name, f"_manifests/revisions/sha256/{manifest.hex}/link")).unlink()
+    with pytest.raises(ManifestUnknownError):
+        await store.repository(name).manifests.get("latest")
