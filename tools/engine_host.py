@@ -451,11 +451,8 @@ def edit_daemon_json(
         config[key] = [*entries, entry]
         summary = f"added {entry} to {key}"
     else:
-        remaining = [item for item in entries if not same(item, entry)]
-        if remaining:
-            config[key] = remaining
-        else:
-            del config[key]
+        # An empty list, not no key: on reload dockerd keeps its old list when the key is absent.
+        config[key] = [item for item in entries if not same(item, entry)]
         summary = f"removed {', '.join(present)} from {key}"
     return FileEdit(path, raw, render_json(config, indent), summary)
 
