@@ -252,7 +252,7 @@ def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) 
     from .app import create_app
     from .middleware import RegistryMiddleware
 
-    pass  # _return_large_buffers_to_os()
+    _return_large_buffers_to_os()
     _keep_http2_connections_alive()
     app = RegistryMiddleware(
         create_app(config), config.http.headers, access_log_enabled=config.log.accesslog
