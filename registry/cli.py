@@ -102,7 +102,7 @@ def _prepare_storage(config: Config) -> str:
 
 def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
     """``serve --tls`` without a configured certificate: make (once) and use our own."""
-    from tools.certs import ensure_server_certificate, read_passphrase, trust_instructions
+    from tools.certs import ensure_server_certificate, read_passphrase
 
     files = ensure_server_certificate(
         Path(args.tls_dir),
@@ -110,14 +110,33 @@ def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
         passphrase=read_passphrase(None, os.environ),
     )
     log.info("TLS certificate %s: %s", files.server_cert, files.action.value)
-    host_port = config.http.addr
-    if host_port.startswith(":"):
-        host_port = f"{socket.gethostname()}{host_port}"
-    print(trust_instructions(files.ca_cert, host_port), file=sys.stderr)
     tls = dataclasses.replace(
-        config.http.tls, certificate=str(files.server_cert), key=str(files.server_key), auto=True
+        config.http.tls,
+        certificate=str(files.server_cert),
+        key=str(files.server_key),
+        auto=True,
+        directory=args.tls_dir,
     )
     return dataclasses.replace(config, http=dataclasses.replace(config.http, tls=tls))
+
+
+def _print_trust_instructions(config: Config, urls: list[str]) -> None:
+    """After ``serve --tls`` made its certificate: how engines trust it, for the bound port."""
+    from tools.certs import CA_CERT, HostNameError, trust_instructions
+
+    bound = next((url for url in urls if url.startswith("https://")), None)
+    if bound is None:
+        return  # A Unix socket: engines do not reach it by HOST:PORT.
+    host = config.http.addr.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]"):
+        host = socket.gethostname()  # Every interface: engines use the machine's name.
+    port = bound.rsplit(":", 1)[1]  # The one bound, also when the address asked for port 0.
+    try:
+        text = trust_instructions(Path(config.http.tls.directory) / CA_CERT, f"{host}:{port}")
+    except HostNameError as error:
+        log.warning("no trust instructions for %s:%s: %s", host, port, error)
+        return
+    print(text, file=sys.stderr)
 
 
 def _tls_files(config: Config, args: argparse.Namespace) -> tuple[Config, TLSFiles | None]:
@@ -152,6 +171,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             where,
             ", read-only" if config.storage.readonly else "",
         )
+        if config.http.tls.auto:
+            _print_trust_instructions(config, urls)
 
     try:
         config, tls = _tls_files(config, args)
