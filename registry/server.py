@@ -8,7 +8,6 @@ app from the config and runs it on uvloop.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -194,22 +193,6 @@ def _bound_urls(sockets: Sockets) -> list[str]:
     return urls
 
 
-def _return_large_buffers_to_os() -> None:
-    """Keep glibc from holding on to freed 1 MiB transfer buffers.
-
-    By default glibc raises its mmap threshold after the first large free, so
-    later buffers come from the heap and the heap does not shrink: a worker
-    that moved a 1 GiB blob kept ~20 MiB more resident for good.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # Not glibc: nothing to tune.
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
-    libc.mallopt(m_trim_threshold, 128 * 1024)
-
-
 def _keep_http2_connections_alive() -> None:
     """Drop request data for HTTP/2 streams already answered instead of the whole connection.
 
@@ -252,7 +235,6 @@ def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) 
     from .app import create_app
     from .middleware import RegistryMiddleware
 
-    _return_large_buffers_to_os()
     _keep_http2_connections_alive()
     app = RegistryMiddleware(
         create_app(config), config.http.headers, access_log_enabled=config.log.accesslog

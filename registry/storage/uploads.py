@@ -150,26 +150,35 @@ class Uploads:
     async def _write(self, writer: FileWriter, hasher: _Hasher, body: AsyncIterable[bytes]) -> int:
         in_step = hasher.offset == writer.size
         received = 0
-        buffer = bytearray()
+        parts: list[bytes] = []
+        pending = 0
+
+        def hash_parts(batch: list[bytes]) -> None:
+            for part in batch:
+                hasher.hash.update(part)
 
         async def flush() -> None:
-            data = bytes(buffer)
-            buffer.clear()
+            nonlocal pending
+            batch = parts.copy()
+            parts.clear()
+            size, pending = pending, 0
             if in_step:
                 # Hashing and writing release the GIL: run them side by side.
                 await asyncio.gather(
-                    asyncio.to_thread(hasher.hash.update, data), writer.write(data)
+                    asyncio.to_thread(hash_parts, batch), writer.write_parts(batch)
                 )
-                hasher.offset += len(data)
+                hasher.offset += size
             else:
-                await writer.write(data)
+                await writer.write_parts(batch)
 
+        # Pieces are gathered (not copied together) to about a MiB per write.
         async for chunk in body:
             received += len(chunk)
-            buffer += chunk
-            if len(buffer) >= WRITE_BUFFER:
+            parts.append(chunk)
+            pending += len(chunk)
+            if pending >= WRITE_BUFFER:
                 await flush()
-        if buffer:
+        if parts:
             await flush()
         return received
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -67,6 +67,10 @@ class FileWriter(ABC):
 
     @abstractmethod
     async def write(self, data: bytes) -> None: ...
+
+    async def write_parts(self, parts: Sequence[bytes]) -> None:
+        """Write several pieces in order; drivers that can, do it without joining them."""
+        await self.write(b"".join(parts))
 
     @abstractmethod
     async def commit(self) -> None:
