@@ -1166,6 +1166,15 @@ class HeldReads(StorageDriver):
         await self.inner.delete(path)
 
 
+async def reading(held: HeldReads, task: asyncio.Task[object]) -> None:
+    """Wait until the task is held reading; fail, never hang, if it ends first."""
+    waiting = asyncio.create_task(held.waiting.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        pytest.fail(f"the completion ended without reading the session: {task.result()!r}")
+
+
 async def test_completion_racing_a_completion_elsewhere(driver: StorageDriver) -> None:
     """The session is completed by another worker while this one is about to hash it."""
     data = b"raced " * 1000
@@ -1174,7 +1183,7 @@ async def test_completion_racing_a_completion_elsewhere(driver: StorageDriver) -
     await Store(driver).repository("a").uploads.append(session.id, body(data))
     held = HeldReads(driver, paths.upload_data("a", session.id))
     late = asyncio.create_task(Store(held).repository("a").uploads.complete(session.id, digest))
-    await held.waiting.wait()
+    await reading(held, late)
     info = await Store(driver).repository("a").uploads.complete(session.id, digest)
     assert info.digest == digest
     held.release.set()
@@ -1191,7 +1200,7 @@ async def test_completion_racing_a_cancel_elsewhere(driver: StorageDriver) -> No
     late = asyncio.create_task(
         Store(held).repository("a").uploads.complete(session.id, digest_of(b"cancelled"))
     )
-    await held.waiting.wait()
+    await reading(held, late)
     await Store(driver).repository("a").uploads.cancel(session.id)
     held.release.set()
     with pytest.raises(UploadUnknownError):
