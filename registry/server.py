@@ -134,24 +134,41 @@ def _client_ca_bundle(paths: tuple[str, ...]) -> str:
     return bundle.name
 
 
+def _check_file(key: str, path: str) -> None:
+    if os.path.isdir(path):
+        raise ServerError(f"{key}: {path}: is a folder, not a file")
+    if not os.path.isfile(path):
+        raise ServerError(f"{key}: {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ServerError(f"{key}: {path}: permission denied")
+
+
 def check_tls(tls: TLSConfig) -> TLSFiles | None:
-    """Refuse, with a clear message, TLS files that cannot work."""
+    """Refuse, with a clear message naming the key and file, TLS files that cannot work."""
     if tls.certificate is None or tls.key is None:
         return None
     from tools.certs import CertificateError, check_key_pair
+    from tools.certs_x509 import load_certificates
 
     for key, path in (("http.tls.certificate", tls.certificate), ("http.tls.key", tls.key)):
-        if not os.path.isfile(path):
-            raise ServerError(f"{key}: {path}: no such file")
-        if not os.access(path, os.R_OK):
-            raise ServerError(f"{key}: {path}: permission denied")
+        _check_file(key, path)
     try:
         check_key_pair(Path(tls.certificate), Path(tls.key))
     except CertificateError as error:
-        raise ServerError(f"http.tls: {error}") from None
+        # The toolkit's messages start with the file they are about.
+        message = str(error)
+        key = "http.tls"
+        if message.startswith(f"{tls.key}:"):
+            key = "http.tls.key"
+        elif message.startswith(f"{tls.certificate}:"):
+            key = "http.tls.certificate"
+        raise ServerError(f"{key}: {message}") from None
     for path in tls.clientcas:
-        if not os.path.isfile(path):
-            raise ServerError(f"http.tls.clientcas: {path}: no such file")
+        _check_file("http.tls.clientcas", path)
+        try:
+            load_certificates(Path(path))
+        except CertificateError as error:
+            raise ServerError(f"http.tls.clientcas: {error}") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(tls.certificate, tls.key)
