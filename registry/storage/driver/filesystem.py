@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO, ClassVar
 
@@ -155,7 +156,7 @@ class FilesystemDriver(StorageDriver):
             result = os.stat(self._full(path))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
-        is_dir = os.path.isdir(self._full(path))
+        is_dir = stat.S_ISDIR(result.st_mode)
         return FileInfo(path, 0 if is_dir else result.st_size, result.st_mtime, is_dir)
 
     async def _list(self, path: str) -> list[str]:
