@@ -25,6 +25,9 @@ from . import (
     StorageDriver,
 )
 
+#: The most pieces one writev takes.
+IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+
 #: In the name of every temporary file; ``~`` is outside the path grammar, so
 #: no stored file's name contains it and listings can leave temporaries out.
 TEMPORARY_MARK = ".tmp~"
@@ -72,13 +75,15 @@ class FilesystemWriter(FileWriter):
         self._file.flush()
         views = [memoryview(part) for part in parts if part]
         descriptor = self._file.fileno()
-        while views:
-            written = os.writev(descriptor, views)
-            while views and written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
+        first = 0
+        while first < len(views):
+            # writev takes at most IOV_MAX pieces (1024 on Linux); more is EINVAL.
+            written = os.writev(descriptor, views[first : first + IOV_MAX])
+            while first < len(views) and written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            if written:
+                views[first] = views[first][written:]
 
     async def commit(self) -> None:
         await asyncio.to_thread(self._file.flush)
