@@ -804,3 +804,70 @@ async def test_delete_does_not_touch_parent(driver: StorageDriver) -> None:
     await driver.put_content(f"{ROOT}/parent/sibling", b"y")
     await driver.delete(f"{ROOT}/parent/child")
     assert await driver.list(f"{ROOT}/parent") == ["sibling"]
+
+
+# Writing several pieces at once
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [],
+        [b""],
+        [b"a"],
+        [b"one", b"", b"two", b"", b""],
+        [os.urandom(CHUNK_SIZE), os.urandom(3), os.urandom(CHUNK_SIZE + 1)],
+        [bytes([i % 256]) * (i % 7) for i in range(3000)],  # more pieces than IOV_MAX
+        [os.urandom(100) for _ in range(20_000)],
+    ],
+    ids=["none", "empty", "one", "with empties", "large", "many tiny", "many small"],
+)
+async def test_write_parts(driver: StorageDriver, pieces: list[bytes]) -> None:
+    path = random_path()
+    writer = await driver.writer(path)
+    await writer.write(b"head:")
+    await writer.write_parts(pieces)
+    await writer.write(b":tail")
+    await writer.commit()
+    await writer.close()
+    expected = b"head:" + b"".join(pieces) + b":tail"
+    assert writer.size == len(expected)
+    assert await driver.get_content(path) == expected
+
+
+async def test_write_parts_appends(driver: StorageDriver) -> None:
+    path = random_path()
+    await driver.put_content(path, b"existing,")
+    writer = await driver.writer(path, append=True)
+    await writer.write_parts([b"first,", b"second,"])
+    assert writer.size == len(b"existing,first,second,")
+    await writer.write_parts([b"third"])
+    await writer.commit()
+    await writer.close()
+    assert await driver.get_content(path) == b"existing,first,second,third"
+
+
+async def test_write_parts_after_short_writes(
+    driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system call that writes less than asked (a full pipe, a signal) loses nothing."""
+    real_writev = os.writev
+
+    def short_writev(descriptor: int, buffers: list[memoryview]) -> int:
+        # At most 5 bytes, possibly ending inside a piece.
+        head, taken = [], 0
+        for buffer in buffers:
+            head.append(buffer[: 5 - taken])
+            taken += len(head[-1])
+            if taken == 5:
+                break
+        return real_writev(descriptor, head)
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    pieces = [b"abc", b"defgh", b"", b"ijklmnopq", b"r", os.urandom(50)]
+    path = random_path()
+    writer = await driver.writer(path)
+    await writer.write_parts(pieces)
+    await writer.commit()
+    await writer.close()
+    assert await driver.get_content(path) == b"".join(pieces)

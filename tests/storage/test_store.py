@@ -1207,3 +1207,15 @@ async def test_completion_racing_a_cancel_elsewhere(driver: StorageDriver) -> No
         await late
     with pytest.raises(BlobUnknownError):
         await Store(driver).blobs.stat(digest_of(b"cancelled"))
+
+
+async def test_upload_of_many_small_pieces(store: Store) -> None:
+    """A body that arrives in tiny pieces (small HTTP chunks) is stored whole."""
+    repo = store.repository("a")
+    pieces = [os.urandom(64) for _ in range(3 * WRITE_BUFFER // 64 + 5)]
+    data = b"".join(pieces)
+    session = await repo.uploads.start()
+    await repo.uploads.append(session.id, body(*pieces[:100]))
+    info = await repo.uploads.complete(session.id, digest_of(data), body(*pieces[100:]))
+    assert info.size == len(data)
+    assert await read_blob(store, info.digest) == data
