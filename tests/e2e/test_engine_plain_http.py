@@ -16,10 +16,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import RegistryProcess
 
 from .conftest import DOCKER_CLIENT, DockerEngine, busybox_tar
 from .needs import require
@@ -161,7 +163,9 @@ def private_engine() -> Iterator[DockerEngine]:
 
 
 def test_insecure_add_lets_the_engine_push_over_plain_http_without_a_restart(
-    registry_factory, netns: NetworkNamespace, private_engine: DockerEngine
+    registry_factory: Callable[..., RegistryProcess],
+    netns: NetworkNamespace,
+    private_engine: DockerEngine,
 ) -> None:
     registry = registry_factory(addr=f"{netns.address}:0", wrap=netns.prefix())
     entry = f"{netns.address}:{registry.port}"
@@ -215,7 +219,10 @@ def test_insecure_add_lets_the_engine_push_over_plain_http_without_a_restart(
 
 
 def test_a_network_in_insecure_registries_covers_the_registry_address(
-    registry_factory, netns: NetworkNamespace, private_engine: DockerEngine, tmp_path: Path
+    registry_factory: Callable[..., RegistryProcess],
+    netns: NetworkNamespace,
+    private_engine: DockerEngine,
+    tmp_path: Path,
 ) -> None:
     registry = registry_factory(addr=f"{netns.address}:0", wrap=netns.prefix())
     entry = f"{netns.address}:{registry.port}"
@@ -259,7 +266,10 @@ def test_a_network_in_insecure_registries_covers_the_registry_address(
 
 
 def test_doctor_names_the_plain_http_problem_and_the_command_that_fixes_it(
-    registry_factory, netns: NetworkNamespace, private_engine: DockerEngine, tmp_path: Path
+    registry_factory: Callable[..., RegistryProcess],
+    netns: NetworkNamespace,
+    private_engine: DockerEngine,
+    tmp_path: Path,
 ) -> None:
     registry = registry_factory(addr=f"{netns.address}:0", wrap=netns.prefix())
     entry = f"{netns.address}:{registry.port}"
