@@ -129,8 +129,18 @@ class Uploads:
         session = await self.status(upload_id)
         if start is not None and start != session.size:
             raise UploadRangeError(session.size, start)
-        writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        path = paths.upload_data(self.name, upload_id)
+        try:
+            writer = await self.driver.writer(path, append=True)
+        except PathNotFoundError:
+            raise UploadUnknownError(upload_id) from None  # Completed or cancelled meanwhile.
         hasher = self.hashers.take(upload_id)
+        if hasher.offset < writer.size:
+            # Another worker took the chunks since this hasher's offset: hash them from disk.
+            await _hash_file(
+                self.driver, path, hasher.hash, hasher.offset, writer.size - hasher.offset
+            )
+            hasher.offset = writer.size
         received = 0
         try:
             received = await self._write(writer, hasher, body)

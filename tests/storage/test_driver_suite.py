@@ -432,14 +432,13 @@ async def test_write_zero_byte_content_then_append(driver: StorageDriver) -> Non
     assert await driver.get_content(path) == b"appended"
 
 
-async def test_append_to_missing_file_creates_it(driver: StorageDriver) -> None:
+async def test_append_to_missing_file_is_path_not_found(driver: StorageDriver) -> None:
+    """Appending continues a file; it never brings back one deleted meanwhile."""
     path = random_path()
-    writer = await driver.writer(path, append=True)
-    assert writer.size == 0
-    await writer.write(b"new")
-    await writer.commit()
-    await writer.close()
-    assert await driver.get_content(path) == b"new"
+    with pytest.raises(PathNotFoundError):
+        await driver.writer(path, append=True)
+    with pytest.raises(PathNotFoundError):
+        await driver.stat(path)
 
 
 async def test_writer_without_append_truncates(driver: StorageDriver) -> None:
@@ -536,7 +535,7 @@ async def test_concurrent_appends_to_different_files_in_threads(driver: StorageD
 
     async def write(path: str, data: bytes) -> None:
         for start in range(0, len(data), 50_000):
-            writer = await driver.writer(path, append=True)
+            writer = await driver.writer(path, append=start > 0)
             assert writer.size == start
             await writer.write(data[start : start + 50_000])
             await writer.commit()

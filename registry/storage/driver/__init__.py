@@ -105,6 +105,7 @@ class StorageDriver(ABC):
         return self._read(path, offset, length)
 
     async def writer(self, path: str, *, append: bool = False) -> FileWriter:
+        """A new file, or with ``append`` the end of an existing one (PathNotFoundError if none)."""
         return await self._writer(check_path(path), append)
 
     async def stat(self, path: str) -> FileInfo:

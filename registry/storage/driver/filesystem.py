@@ -149,8 +149,16 @@ class FilesystemDriver(StorageDriver):
 
     @staticmethod
     def _open_writer(path: str, full: str, append: bool) -> FilesystemWriter:
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        file = open(full, "ab" if append else "wb")  # noqa: SIM115 - the writer owns it
+        if append:
+            # Continue an existing file only: a session deleted meanwhile stays deleted.
+            try:
+                file = open(full, "r+b")  # noqa: SIM115 - the writer owns it
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise PathNotFoundError(path) from None
+            file.seek(0, os.SEEK_END)
+        else:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            file = open(full, "wb")  # noqa: SIM115 - the writer owns it
         return FilesystemWriter(full, file, file.tell())
 
     async def _stat(self, path: str) -> FileInfo:

@@ -29,6 +29,8 @@ class InMemoryWriter(FileWriter):
         self._files = files
         self._path = path
         existing = files.get(path)
+        if append and existing is None:
+            raise PathNotFoundError(path)
         self._file = existing if append and existing is not None else _File()
         files[path] = self._file
 
