@@ -149,6 +149,7 @@ class FilesystemDriver(StorageDriver):
 
     @staticmethod
     def _open_writer(path: str, full: str, append: bool) -> FilesystemWriter:
+        file: BinaryIO
         if append:
             # Continue an existing file only: a session deleted meanwhile stays deleted.
             try:
