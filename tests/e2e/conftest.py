@@ -93,7 +93,9 @@ class DockerEngine:
             f"--config-file={self.config_file}",
         ]
         if netns is not None:
-            command = ["ip", "netns", "exec", netns, *command]
+            # nsenter, not `ip netns exec`: that remounts /sys and hides the
+            # cgroup mounts dockerd needs ("Devices cgroup isn't mounted").
+            command = ["nsenter", f"--net=/run/netns/{netns}", *command]
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log)
         log.close()
