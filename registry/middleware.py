@@ -11,13 +11,28 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 
 ASGIApp = Any
 
 access_log = logging.getLogger("registry.access")
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 class RegistryMiddleware:
@@ -46,18 +61,31 @@ class RegistryMiddleware:
         status = 0
         sent = 0
         extra = self.headers
+        # An HTTP/1 request answered before its body was read (an error, or a body the
+        # endpoint does not take) leaves the rest of the body on the connection, and
+        # Hypercorn then closes it: the response must say so, or the client sends its
+        # next request into a connection that is going away.
+        body_unread = scope.get("http_version") in ("1.0", "1.1") and _has_body(scope["headers"])
+
+        async def receive_wrapper() -> ASGIReceiveEvent:
+            nonlocal body_unread
+            event = await receive()
+            if event["type"] != "http.request" or not event.get("more_body", False):
+                body_unread = False
+            return event
 
         async def send_wrapper(event: ASGISendEvent) -> None:
             nonlocal status, sent
             if event["type"] == "http.response.start":
                 status = event["status"]
-                event["headers"] = [*event["headers"], *extra]
+                closing = [CONNECTION_CLOSE] if body_unread else []
+                event["headers"] = [*event["headers"], *extra, *closing]
             elif event["type"] == "http.response.body":
                 sent += len(event.get("body", b""))
             await send(event)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper if body_unread else receive, send_wrapper)
         finally:
             if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
