@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import uuid
 from collections.abc import Callable
 
@@ -242,3 +244,57 @@ def test_deletes_disabled(registry_factory: Callable[..., RegistryProcess]) -> N
             assert_error(client.delete(path), 405, "UNSUPPORTED")
         assert client.get("/v2/kept/manifests/latest").status_code == 200
         assert client.get(f"/v2/kept/manifests/{digest}").status_code == 200
+
+
+def _read_response(connection: socket.socket) -> tuple[bytes, bytes] | None:
+    """(head, body) of one response; None when the server closed the connection instead."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = connection.recv(65536)
+        if not piece:
+            return None
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    expected = int(length.group(1)) if length else 0
+    while len(body) < expected:
+        piece = connection.recv(65536)
+        if not piece:
+            return None
+        body += piece
+    return head, body
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        f"PUT /v2/early/blobs/uploads/{uuid.uuid4()}?digest={UNKNOWN} HTTP/1.1",
+        f"PATCH /v2/early/blobs/uploads/{uuid.uuid4()} HTTP/1.1",
+        "PUT /v2/Early/manifests/latest HTTP/1.1",
+        "POST /v2/early/tags/list HTTP/1.1",
+        "POST /v2/early/blobs/uploads/ HTTP/1.1",
+    ],
+)
+def test_answer_before_the_body_keeps_the_client_safe(
+    shared_registry: RegistryProcess, request_line: str
+) -> None:
+    """Answered before its body arrived, a request either drains the body and serves the
+    next request on that connection, or says ``Connection: close``: never a silent close."""
+    with socket.create_connection(("127.0.0.1", shared_registry.port), timeout=30) as connection:
+        connection.sendall(f"{request_line}\r\nHost: x\r\nContent-Length: 5\r\n\r\n".encode())
+        first = _read_response(connection)
+        assert first is not None
+        head, _ = first
+        if re.search(rb"(?im)^connection:\s*close", head):
+            return
+        # Give a server that is about to drop the connection the time to do it.
+        connection.settimeout(2)
+        try:
+            assert connection.recv(1) != b"", "connection closed without Connection: close"
+        except TimeoutError:
+            pass
+        connection.settimeout(30)
+        connection.sendall(b"abcdeGET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = _read_response(connection)
+        assert second is not None, "connection closed without Connection: close"
+        assert second[0].startswith(b"HTTP/1.1 200")
