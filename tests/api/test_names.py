@@ -139,7 +139,7 @@ def _tree(path: Path) -> set[str]:
 
 def test_traversal_never_leaves_the_storage_root(registry_factory: Factory) -> None:
     registry = registry_factory({"storage": {"delete": {"enabled": True}}})
-    # Not the default root: the config above names no filesystem root, so it is <workdir>/data.
+    # The config names no filesystem root: the default, ./data in the working folder.
     root = registry.root
     outside = registry.workdir / "outside"
     outside.mkdir()
