@@ -120,8 +120,12 @@ def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, http=dataclasses.replace(config.http, tls=tls))
 
 
-def _print_trust_instructions(config: Config, urls: list[str]) -> None:
-    """After ``serve --tls`` made its certificate: how engines trust it, for the bound port."""
+def _print_trust_instructions(config: Config, urls: list[str], names: Sequence[str]) -> None:
+    """After ``serve --tls`` made its certificate: how engines trust it, for the bound port.
+
+    On every interface, engines are told the first ``--tls-host`` (the name the
+    user gave for the registry), else the machine's host name.
+    """
     from tools.certs import CA_CERT, HostNameError, trust_instructions
 
     bound = next((url for url in urls if url.startswith("https://")), None)
@@ -129,7 +133,9 @@ def _print_trust_instructions(config: Config, urls: list[str]) -> None:
         return  # A Unix socket: engines do not reach it by HOST:PORT.
     host = config.http.addr.rpartition(":")[0]
     if host in ("", "0.0.0.0", "[::]"):
-        host = socket.gethostname()  # Every interface: engines use the machine's name.
+        host = names[0] if names else socket.gethostname()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # An IPv6 address, as HOST:PORT writes it.
     port = bound.rsplit(":", 1)[1]  # The one bound, also when the address asked for port 0.
     try:
         text = trust_instructions(Path(config.http.tls.directory) / CA_CERT, f"{host}:{port}")
@@ -172,7 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ", read-only" if config.storage.readonly else "",
         )
         if config.http.tls.auto:
-            _print_trust_instructions(config, urls)
+            _print_trust_instructions(config, urls, args.tls_host or ())
 
     try:
         config, tls = _tls_files(config, args)
