@@ -62,23 +62,30 @@ def registry_certs(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def docker_trusts(bundle: Path) -> Iterator[Path]:
-    """Copy ``certs.d/HOST:PORT`` to ``/etc/docker/certs.d/HOST:PORT``; remove it afterwards.
+def docker_certs_d(entry: str) -> Iterator[Path]:
+    """``/etc/docker/certs.d/ENTRY``, for the test to fill; removed afterwards, even on failure.
 
-    Only that folder is created and removed (and ``/etc/docker/certs.d`` itself
-    when it did not exist before and is empty again).
+    Only that folder is removed (with ``/etc/docker/certs.d`` itself, and
+    ``/etc/docker``, when they did not exist before and are empty again).
     """
-    target = DOCKER_CERTS_D / bundle.name
+    target = DOCKER_CERTS_D / entry
     assert not target.exists(), f"{target} exists: it is not ours to replace"
     made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
     try:
-        shutil.copytree(bundle, target)
         yield target
     finally:
         shutil.rmtree(target, ignore_errors=True)
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+@contextlib.contextmanager
+def docker_trusts(bundle: Path) -> Iterator[Path]:
+    """The bundle ``certs.d/HOST:PORT`` copied as it is to ``/etc/docker/certs.d/HOST:PORT``."""
+    with docker_certs_d(bundle.name) as target:
+        shutil.copytree(bundle, target)
+        yield target
 
 
 @dataclass

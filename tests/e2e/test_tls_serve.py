@@ -2,7 +2,8 @@
 
 ``registry serve --tls`` with no certificate configured makes a CA and a
 server certificate in ``./certs`` on its first start, prints how engines trust
-it, and keeps the same certificate on the next start. It runs inside a network
+it, and keeps the same certificate on the next start; the Docker commands it
+prints, run as printed, let the Docker engine push. It runs inside a network
 namespace of its own, so the machine's addresses (which the certificate names)
 cannot change between the two starts because of other network namespaces.
 
@@ -12,6 +13,7 @@ the config key and the file, an exit code, and no traceback.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import ssl
 import stat
@@ -32,7 +34,9 @@ from cryptography.hazmat.primitives import hashes
 from tests.conftest import RegistryProcess
 from tools.certs import ensure_server_certificate
 
+from .conftest import DockerEngine
 from .netns import NetworkNamespace
+from .test_tls_engines import UNKNOWN_AUTHORITY, docker_certs_d
 
 pytestmark = pytest.mark.e2e
 
@@ -86,8 +90,14 @@ print(answer.status_code, answer.text.strip())
 """
 
 
+def docker_commands(log: str) -> list[str]:
+    """The commands printed under ``# Docker engine`` (up to the blank line)."""
+    lines = log[log.rindex("# Docker engine") :].splitlines()
+    return lines[1 : lines.index("")]
+
+
 def test_serve_tls_makes_a_certificate_once_and_prints_how_to_trust_it(
-    namespaced_registry, netns: NetworkNamespace
+    namespaced_registry, netns: NetworkNamespace, docker_engine: DockerEngine, busybox_image: str
 ) -> None:
     registry = namespaced_registry(netns, ["--tls"])
     certs = registry.workdir / "certs"
@@ -97,12 +107,14 @@ def test_serve_tls_makes_a_certificate_once_and_prints_how_to_trust_it(
     port = registry.port
     first_log = registry.log()
     assert "TLS certificate certs/server.crt: created" in first_log
-    # Every interface: engines are told the machine's name and the port bound.
-    entry = f"{socket.gethostname()}:{port}"
-    assert f"mkdir -p /etc/docker/certs.d/{entry}\n" in first_log
-    assert f"cp certs/ca.crt /etc/docker/certs.d/{entry}/ca.crt\n" in first_log
-    assert f"/etc/containers/certs.d/{entry}/ca.crt" in first_log
-    assert f"/etc/containerd/certs.d/{entry}/hosts.toml" in first_log
+    # Every interface, no --tls-host: engines are told the machine's name, and the port bound.
+    named = f"{socket.gethostname()}:{port}"
+    assert docker_commands(first_log) == [
+        f"mkdir -p /etc/docker/certs.d/{named}",
+        f"cp certs/ca.crt /etc/docker/certs.d/{named}/ca.crt",
+    ]
+    assert f"cp certs/ca.crt /etc/containers/certs.d/{named}/ca.crt\n" in first_log
+    assert f"cat > /etc/containerd/certs.d/{named}/hosts.toml <<'EOF'\n" in first_log
     assert "Traceback" not in first_log
     made = fingerprint(certs / "server.crt")
 
@@ -115,13 +127,34 @@ def test_serve_tls_makes_a_certificate_once_and_prints_how_to_trust_it(
         inside = netns.run(sys.executable, "-c", INSIDE_CLIENT, str(certs / "ca.crt"), url)
         assert inside.stdout.strip() == "200 {}", inside.stdout + inside.stderr
 
+    # Started again, now naming the address engines use: the same certificate (it names
+    # the address already), and instructions for that address.
+    registry.args = ["--tls", "--tls-host", netns.address]
     registry.restart()
     assert registry.port == port
     second_log = registry.log()[len(first_log) :]
     assert "TLS certificate certs/server.crt: unchanged" in second_log, second_log
     assert fingerprint(certs / "server.crt") == made
-    again = httpx.get(f"https://{netns.address}:{port}/v2/", verify=context)
-    assert again.status_code == 200
+    entry = f"{netns.address}:{port}"
+    commands = docker_commands(second_log)
+    assert commands == [
+        f"mkdir -p /etc/docker/certs.d/{entry}",
+        f"cp certs/ca.crt /etc/docker/certs.d/{entry}/ca.crt",
+    ]
+
+    # The printed commands, run as printed (from the folder serve ran in), let the engine push.
+    image = f"{entry}/serve/busybox:1"
+    docker_engine.docker("image", "tag", busybox_image, image)
+    try:
+        refused = docker_engine.docker("image", "push", image, check=False)
+        assert UNKNOWN_AUTHORITY in refused.stderr, refused.stderr
+        with docker_certs_d(entry):
+            for command in commands:
+                subprocess.run(shlex.split(command), cwd=registry.workdir, check=True)
+            pushed = docker_engine.docker("image", "push", image)
+        assert "1: digest: sha256:" in pushed.stdout
+    finally:
+        docker_engine.docker("image", "rm", image)
 
 
 @dataclass(frozen=True)
