@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -171,8 +172,7 @@ UNKNOWN_ENDPOINTS = [
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 def test_unknown_endpoint(client: httpx.Client, repo: str, method: str, path: str) -> None:
     response = client.request(method, path.format(repo=repo))
-    assert response.status_code in (404, 405), response.text
-    assert_error(response, response.status_code, "UNSUPPORTED")
+    assert_error(response, 404, "UNSUPPORTED")
 
 
 # Odd requests, sent byte for byte: whatever the answer, it is JSON, never HTML or a traceback.
@@ -289,10 +289,8 @@ def test_answer_before_the_body_keeps_the_client_safe(
             return
         # Give a server that is about to drop the connection the time to do it.
         connection.settimeout(2)
-        try:
+        with contextlib.suppress(TimeoutError):
             assert connection.recv(1) != b"", "connection closed without Connection: close"
-        except TimeoutError:
-            pass
         connection.settimeout(30)
         connection.sendall(b"abcdeGET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
         second = _read_response(connection)
