@@ -122,6 +122,13 @@ def test_tags_of_repository_with_only_blobs_or_uploads(client: httpx.Client, rep
     assert_error(client.get(f"/v2/{repo}/uploads/tags/list"), 404, "NAME_UNKNOWN")
 
 
+def test_tags_of_a_parent_folder(client: httpx.Client, repo: str) -> None:
+    """``a`` is no repository because ``a/b`` is one."""
+    push_image(client, f"{repo}/child", "latest")
+    assert_error(client.get(f"/v2/{repo}/tags/list"), 404, "NAME_UNKNOWN")
+    assert client.get(f"/v2/{repo}/child/tags/list").json()["tags"] == ["latest"]
+
+
 def test_tags_of_repository_with_untagged_manifests(client: httpx.Client, repo: str) -> None:
     digest, body = push_image(client, repo, "temporary")
     assert client.delete(f"/v2/{repo}/manifests/temporary").status_code == 202
