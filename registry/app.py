@@ -6,12 +6,16 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 
+from hypercorn.typing import ASGIFramework
 from quart import Quart
 
 from .api import register_api
 from .api.context import EXTENSION, Services
+from .api.native import NativeReads
+from .api.routes import match
 from .body import StreamedConnection, StreamedRequest
 from .config import Config
+from .middleware import RegistryMiddleware
 from .storage import Store
 from .storage.driver import StorageDriver
 from .storage.driver.factory import create_driver
@@ -63,3 +67,12 @@ async def _purge_periodically(store: Store, config: Config) -> None:
         except Exception:
             log.exception("upload purging failed; retrying at the next interval")
         await asyncio.sleep(purging.interval)
+
+
+def create_asgi_app(config: Config, *, driver: StorageDriver | None = None) -> ASGIFramework:
+    """What the server runs: the Quart app, with native reads in front and the
+    response headers and access log around both."""
+    app = create_app(config, driver=driver)
+    services: Services = app.extensions[EXTENSION]
+    reads = NativeReads(app, services.store, match, config.http.prefix)
+    return RegistryMiddleware(reads, config.http.headers, access_log_enabled=config.log.accesslog)

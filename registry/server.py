@@ -249,13 +249,10 @@ def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) 
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
-    from .app import create_app
-    from .middleware import RegistryMiddleware
+    from .app import create_asgi_app
 
     _keep_http2_connections_alive()
-    app = RegistryMiddleware(
-        create_app(config), config.http.headers, access_log_enabled=config.log.accesslog
-    )
+    app = create_asgi_app(config)
 
     async def main() -> None:
         stop = asyncio.Event()

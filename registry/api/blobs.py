@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from quart import Response, request
+from quart import Response
 
+from ..storage import Store
 from .headers import parse_range
-from .repository import digest_param, repository, require_delete
+from .native import Read, Reply
+from .repository import digest_param, open_repository, repository, require_delete
 from .responses import respond
 
 
@@ -20,25 +22,21 @@ def _headers(digest: str, length: int) -> dict[str, str]:
     }
 
 
-async def head_blob(name: str, digest: str) -> Response:
+async def read_blob(store: Store, read: Read, name: str, digest: str) -> Reply:
+    """GET and HEAD: the blob, a byte range of it, or just its headers."""
     parsed = digest_param(digest)
-    info = await repository(name).blobs.stat(parsed)
-    return respond(200, _headers(str(parsed), info.size))
-
-
-async def get_blob(name: str, digest: str) -> Response:
-    parsed = digest_param(digest)
-    repo = repository(name)
+    repo = open_repository(store, name)
     info = await repo.blobs.stat(parsed)
-    if request.headers.get("If-None-Match") == f'"{parsed}"':
-        return respond(304, {"ETag": f'"{parsed}"', "Docker-Content-Digest": str(parsed)})
-    wanted = parse_range(request.headers.get("Range"), info.size)
-    store = repo.blobs.blobs
+    if read.method == "HEAD":
+        return Reply(200, _headers(str(parsed), info.size))
+    if read.header(b"if-none-match") == f'"{parsed}"':
+        return Reply(304, {"ETag": f'"{parsed}"', "Docker-Content-Digest": str(parsed)})
+    wanted = parse_range(read.header(b"range"), info.size)
     if wanted is None:
-        return respond(200, _headers(str(parsed), info.size), store.read(parsed))
+        return Reply(200, _headers(str(parsed), info.size), store.blobs.read(parsed))
     headers = _headers(str(parsed), wanted.length)
     headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end}/{info.size}"
-    return respond(206, headers, store.read(parsed, wanted.start, wanted.length))
+    return Reply(206, headers, store.blobs.read(parsed, wanted.start, wanted.length))
 
 
 async def delete_blob(name: str, digest: str) -> Response:

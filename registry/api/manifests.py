@@ -7,9 +7,11 @@ from quart import Response, request
 from ..errors import ErrorCode, RegistryError
 from ..manifests import MAX_MANIFEST_SIZE
 from ..reference import InvalidReferenceError, is_digest, validate_tag
+from ..storage import Store
 from ..storage.manifests import StoredManifest
 from .context import url
-from .repository import digest_param, repository, require_delete
+from .native import Read, Reply
+from .repository import digest_param, open_repository, repository, require_delete
 from .responses import respond
 
 
@@ -35,22 +37,18 @@ def _headers(stored: StoredManifest) -> dict[str, str]:
     }
 
 
-async def _load(name: str, reference: str) -> StoredManifest:
+async def read_manifest(store: Store, read: Read, name: str, reference: str) -> Reply:
+    """GET and HEAD by tag or digest; ``If-None-Match`` with the digest gets a 304."""
+    repo = open_repository(store, name)
     _check_reference(reference)
-    return await repository(name).manifests.get(reference)
-
-
-async def head_manifest(name: str, reference: str) -> Response:
-    return respond(200, _headers(await _load(name, reference)))
-
-
-async def get_manifest(name: str, reference: str) -> Response:
-    stored = await _load(name, reference)
+    stored = await repo.manifests.get(reference)
     headers = _headers(stored)
-    if request.headers.get("If-None-Match") == headers["ETag"]:
+    if read.method == "HEAD":
+        return Reply(200, headers)
+    if read.header(b"if-none-match") == headers["ETag"]:
         del headers["Content-Length"]
-        return respond(304, headers)
-    return respond(200, headers, stored.data)
+        return Reply(304, headers)
+    return Reply(200, headers, stored.data)
 
 
 async def _read_manifest_body() -> bytes:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, InvalidReferenceError, validate_name
-from ..storage import Repository
+from ..storage import Repository, Store
 from .context import services
 
 
-def repository(name: str) -> Repository:
+def open_repository(store: Store, name: str) -> Repository:
     try:
         validate_name(name)
     except InvalidReferenceError:
         raise RegistryError(ErrorCode.NAME_INVALID, detail={"name": name}) from None
-    return services().store.repository(name)
+    return store.repository(name)
+
+
+def repository(name: str) -> Repository:
+    """The repository a Quart handler's request names."""
+    return open_repository(services().store, name)
 
 
 def digest_param(value: str | None, *, code: ErrorCode = ErrorCode.DIGEST_INVALID) -> Digest:
