@@ -222,6 +222,48 @@ def _tls_version(key: str, value: object) -> str:
     return text
 
 
+#: registry:2 names cipher suites as Go's crypto/tls does; OpenSSL has its own names.
+GO_CIPHER_SUITES: dict[str, str] = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+}
+#: TLS 1.3's suites: always on in OpenSSL, nothing to choose.
+TLS13_SUITES = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+#: Broken ciphers a registry:2 file may still name: refused, never offered.
+BROKEN_CIPHER_MARKS = ("RC4", "3DES", "DES-CBC3", "NULL", "EXPORT")
+
+
+def _cipher_suites(key: str, value: object) -> tuple[str, ...]:
+    """Cipher names as registry:2 (Go) or OpenSSL spell them, as OpenSSL names."""
+    chosen: list[str] = []
+    for name in _string_list(key, value):
+        if any(mark in name.upper() for mark in BROKEN_CIPHER_MARKS):
+            raise ConfigError(f"{key}: {name} is broken and never offered")
+        if name in TLS13_SUITES:
+            continue
+        chosen.append(GO_CIPHER_SUITES.get(name, name))
+    return tuple(chosen)
+
+
 def _prefix(key: str, value: object) -> str:
     text = _string(key, value).strip()
     if not text or text == "/":
@@ -263,7 +305,7 @@ SUPPORTED: dict[str, Parser] = {
     "http.tls.key": _string,
     "http.tls.clientcas": _string_list,
     "http.tls.minimumtls": _tls_version,
-    "http.tls.ciphersuites": _string_list,
+    "http.tls.ciphersuites": _cipher_suites,
     "http.workers": _count,
     "catalog.maxentries": _positive_int,
 }

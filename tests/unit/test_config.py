@@ -241,3 +241,28 @@ def test_cli_check_config_prints_the_merged_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert '"addr": "localhost:5000"' in result.stdout
+
+
+def test_cipher_suites_in_registry2_go_names_become_openssl_names(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "version: 0.1\nhttp:\n  tls:\n    ciphersuites:\n"
+        "      - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        "      - TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256\n"
+        "      - TLS_AES_128_GCM_SHA256\n"
+        "      - ECDHE-ECDSA-AES256-GCM-SHA384\n",
+    )
+    assert load_config(path, environ={}).http.tls.ciphersuites == (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["TLS_RSA_WITH_RC4_128_SHA", "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"]
+)
+def test_broken_cipher_suites_are_refused(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, f"version: 0.1\nhttp:\n  tls:\n    ciphersuites: [{name}]\n")
+    with pytest.raises(ConfigError, match=rf"http\.tls\.ciphersuites: {name} is broken"):
+        load_config(path, environ={})
