@@ -15,7 +15,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +76,17 @@ class DockerEngine:
         return self.root / "docker.pid"
 
     def start(
-        self, daemon_json: dict[str, object] | None = None, *, netns: str | None = None
+        self,
+        daemon_json: dict[str, object] | None = None,
+        *,
+        netns: str | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
+        """Start dockerd (in ``netns`` if given; ``wrap`` goes between that and dockerd)."""
         dockerd = require("/usr/sbin/dockerd", "docker.io")
         self.config_file.write_text(json.dumps(daemon_json or {}))
         command = [
+            *wrap,
             dockerd,
             "--storage-driver=vfs",
             "--iptables=false",

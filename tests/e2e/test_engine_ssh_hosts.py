@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,12 +143,7 @@ def routed(first: NetworkNamespace, second: NetworkNamespace) -> Iterator[None]:
 
 
 class EngineHostDocker(DockerEngine):
-    """dockerd in a network namespace and a mount namespace where ``/etc/docker`` is ours.
-
-    It enters the network namespace with ``nsenter --net``, not ``ip netns exec``: the
-    latter mounts a fresh ``/sys``, which hides the cgroup v1 mounts under
-    ``/sys/fs/cgroup`` that dockerd needs on this host ("Devices cgroup isn't mounted").
-    """
+    """dockerd in a network namespace and a mount namespace where ``/etc/docker`` is ours."""
 
     @property
     def etc_docker(self) -> Path:
@@ -160,39 +155,21 @@ class EngineHostDocker(DockerEngine):
         return self.etc_docker / "certs.d"
 
     def start(
-        self, daemon_json: dict[str, object] | None = None, *, netns: str | None = None
+        self,
+        daemon_json: dict[str, object] | None = None,
+        *,
+        netns: str | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         assert netns is not None
-        dockerd = require("/usr/sbin/dockerd", "docker.io")
         self.certs_dir.mkdir(parents=True)
-        self.config_file.write_text(json.dumps(daemon_json or {}))
-        # sh mounts the folder on /etc/docker in the new mount namespace, then becomes dockerd;
-        # if the mount fails, dockerd never starts.
-        command = [
-            *["nsenter", f"--net=/run/netns/{netns}"],
+        # sh mounts the folder on /etc/docker in a mount namespace of its own,
+        # then becomes dockerd; if the mount fails, dockerd never starts.
+        private_etc = [
             *["unshare", "--mount", "--propagation", "private"],
             *["sh", "-c", 'mount --bind "$0" /etc/docker && exec "$@"', str(self.etc_docker)],
-            dockerd,
-            "--storage-driver=vfs",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            f"--data-root={self.root / 'data'}",
-            f"--exec-root={self.root / 'exec'}",
-            f"-H={self.host}",
-            f"--pidfile={self.pidfile}",
-            f"--config-file={self.config_file}",
         ]
-        with (self.root / "dockerd.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited:\n{self.log()}")
-            if self.socket.exists() and self.docker("version", check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"dockerd did not start:\n{self.log()}")
+        super().start(daemon_json, netns=netns, wrap=[*wrap, *private_etc])
 
     def sees(self, path: str) -> bytes | None:
         """A file as this dockerd sees it (in its own mount namespace), or None."""
