@@ -23,6 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from tests import pushing
+
+from . import images
 from .needs import require
 
 DOCKER_ACCEPT = ", ".join(
@@ -207,3 +210,19 @@ def access_lines(log: str, method: str, path_pattern: str) -> list[tuple[str, in
 def query(path: str) -> dict[str, str]:
     """The query values of a logged request path, decoded."""
     return dict(parse_qsl(urlsplit(path).query))
+
+
+def push_content(url: str, name: str, tag: str, content: images.Image | images.Index) -> None:
+    """Push test-made content over plain HTTP, blobs first, an index's children before it."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        children = content.images if isinstance(content, images.Index) else (content,)
+        for child in children:
+            for digest, data in child.blobs().items():
+                if digest != child.digest:
+                    pushing.push_blob(http, name, data)
+        for child in children:
+            if child is not content:
+                response = pushing.push_manifest(http, name, child.digest, child.manifest)
+                assert response.status_code == 201, response.text
+        response = pushing.push_manifest(http, name, tag, content.manifest)
+        assert response.status_code == 201, response.text
