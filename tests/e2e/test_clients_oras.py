@@ -45,20 +45,19 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def client(host: str):  # type: ignore[no-untyped-def]
+def client(host: str) -> oras_provider.Registry:
     return oras_provider.Registry(hostname=host, insecure=True)
 
 
 def push_typed_artifact(
-    oras,
-    host: str,
+    oras: oras_provider.Registry,
     target: str,
     path: Path,
     media_type: str,
     artifact_type: str,
     subject: dict[str, object] | None = None,
     annotations: dict[str, str] | None = None,
-) -> str:  # type: ignore[no-untyped-def]
+) -> str:
     """Push ``path`` as the one layer of an artifact with ``artifactType``; returns its digest."""
     container = oras.get_container(target)
     layer = oras_oci.NewLayer(str(path), media_type=media_type)
@@ -136,7 +135,7 @@ def test_push_and_pull_file_artifacts(registry_factory, tmp_path: Path) -> None:
     sbom = tmp_path / "sbom.json"
     sbom.write_bytes(b'{"packages":[]}')
     digest = push_typed_artifact(
-        oras, host, f"{host}/artifacts/notes:sbom", sbom, "application/json", SBOM
+        oras, f"{host}/artifacts/notes:sbom", sbom, "application/json", SBOM
     )
     typed = oras.get_manifest(f"{host}/artifacts/notes:sbom")
     assert typed["artifactType"] == SBOM
@@ -177,7 +176,6 @@ def test_attach_artifacts_and_list_referrers(registry_factory, tmp_path: Path) -
     sbom.write_bytes(b'{"packages":["busybox"]}')
     sbom_digest = push_typed_artifact(
         oras,
-        host,
         f"{host}/app/signed:sbom",
         sbom,
         "application/json",
