@@ -5,7 +5,8 @@
 Measures, for each registry in turn (interleaved, best of ``--rounds``):
 blob upload MB/s (monolithic PUT of a ``--size-mib`` blob with curl), blob
 download MB/s (curl), manifest GET by tag requests/s with wrk at concurrency 1
-and 32. Both registries run with access logs off and log level warn. The
+and 32. Both registries run with log level warn and access logs off (on with
+``--access-log``, written to a file as a service would). The
 clients (curl, wrk) share the machine's cores with the servers, equally.
 """
 
@@ -122,6 +123,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="our workers (0: one per CPU)")
+    parser.add_argument("--access-log", action="store_true", help="both log every request")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     for tool in ("curl", "wrk"):
@@ -131,7 +133,10 @@ def main() -> int:
     try:
         blob = folder / "blob"
         digest = make_blob(blob, args.size_mib * 1024 * 1024)
-        servers = [ours(folder, workers=args.workers).start(), go(folder).start()]
+        servers = [
+            ours(folder, workers=args.workers, access_log=args.access_log).start(),
+            go(folder, access_log=args.access_log).start(),
+        ]
         best: dict[str, dict[str, float]] = {server.name: {} for server in servers}
         peak_rss: dict[str, int] = {server.name: 0 for server in servers}
         try:
