@@ -22,26 +22,25 @@ plain ASCII strings used here.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.pushing import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    digest_of,
+)
+
 OCI_LAYOUT = '{"imageLayoutVersion":"1.0.0"}'
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def render(document: dict[str, object], rendering: str) -> bytes:

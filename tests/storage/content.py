@@ -8,11 +8,7 @@ from collections.abc import AsyncIterator
 from registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry.reference import Digest
 from registry.storage import Repository
-
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+from tests.pushing import DOCKER_CONFIG, DOCKER_LAYER, OCI_CONFIG, OCI_LAYER
 
 
 async def body(*chunks: bytes) -> AsyncIterator[bytes]:

@@ -23,20 +23,11 @@ from registry.manifests import (
     sniff_media_type,
 )
 from registry.reference import Digest
+from tests.pushing import DOCKER_CONFIG, DOCKER_LAYER, OCI_CONFIG, OCI_LAYER
+from tests.pushing import descriptor as desc
+from tests.pushing import digest_of as digest
 
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ARTIFACT = "application/vnd.example.signature.v1"
-
-
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def desc(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": digest(data), "size": len(data), **extra}
 
 
 CONFIG = desc(OCI_CONFIG, b"{}")
