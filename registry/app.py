@@ -24,8 +24,13 @@ from .storage.purge import purge_uploads
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config, *, driver: StorageDriver | None = None) -> Quart:
-    """Build the Quart app; tests pass a driver, production gets one from config."""
+def create_app(
+    config: Config, *, driver: StorageDriver | None = None, maintenance: bool = True
+) -> Quart:
+    """Build the Quart app; tests pass a driver, production gets one from config.
+
+    ``maintenance``: this app runs upload purging (one worker of several does).
+    """
     app = Quart(__name__)
     app.asgi_http_class = StreamedConnection
     app.request_class = StreamedRequest
@@ -40,7 +45,7 @@ def create_app(config: Config, *, driver: StorageDriver | None = None) -> Quart:
     async def lifespan() -> AsyncGenerator[None, None]:
         purging = config.storage.upload_purging
         task = None
-        if purging.enabled and not config.storage.readonly:
+        if maintenance and purging.enabled and not config.storage.readonly:
             task = asyncio.create_task(_purge_periodically(store, config))
         yield
         if task is not None:
@@ -69,10 +74,12 @@ async def _purge_periodically(store: Store, config: Config) -> None:
         await asyncio.sleep(purging.interval)
 
 
-def create_asgi_app(config: Config, *, driver: StorageDriver | None = None) -> ASGIFramework:
+def create_asgi_app(
+    config: Config, *, driver: StorageDriver | None = None, maintenance: bool = True
+) -> ASGIFramework:
     """What the server runs: the Quart app, with native reads in front and the
     response headers and access log around both."""
-    app = create_app(config, driver=driver)
+    app = create_app(config, driver=driver, maintenance=maintenance)
     services: Services = app.extensions[EXTENSION]
     reads = NativeReads(app, services.store, match, config.http.prefix)
     return RegistryMiddleware(reads, config.http.headers, access_log_enabled=config.log.accesslog)

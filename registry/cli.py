@@ -37,6 +37,7 @@ class _JSONFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
             **self.fields,
         }
@@ -50,12 +51,9 @@ def configure_logging(config: LogConfig) -> None:
     if config.formatter == "json":
         handler.setFormatter(_JSONFormatter(dict(config.fields)))
     else:
-        extra = " ".join(f"{k}={v}" for k, v in config.fields.items())
-        handler.setFormatter(
-            logging.Formatter(
-                f"%(asctime)s %(levelname)s %(name)s: %(message)s{' ' + extra if extra else ''}"
-            )
-        )
+        fields = "".join(f" {name}={value}" for name, value in config.fields.items())
+        line = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+        handler.setFormatter(logging.Formatter(line + fields.replace("%", "%%")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[config.level])

@@ -242,7 +242,9 @@ def _keep_http2_connections_alive() -> None:
     setattr(hypercorn.protocol, "H2Protocol", AnsweredStreamsH2Protocol)  # noqa: B010
 
 
-def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) -> None:
+def _worker(
+    config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets, first: bool = True
+) -> None:
     """One server process: its own app, its own event loop, the shared sockets."""
     # Imported here, after the fork: the supervisor never loads Quart, so it
     # stays small and the workers' memory is their own.
@@ -252,7 +254,8 @@ def _worker(config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets) 
     from .app import create_asgi_app
 
     _keep_http2_connections_alive()
-    app = create_asgi_app(config)
+    # Upload purging walks the whole store: one worker does it, not all of them.
+    app = create_asgi_app(config, maintenance=first)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -311,11 +314,15 @@ def _supervise(
     stopping = False
     exit_code = 0
     started: dict[int, float] = {}
+    firsts: dict[int, bool] = {}
 
-    def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(config, hconfig, sockets), daemon=False)
+    def start(first: bool) -> BaseProcess:
+        process = context.Process(
+            target=_worker, args=(config, hconfig, sockets, first), daemon=False
+        )
         process.start()
         started[process.sentinel] = time.monotonic()
+        firsts[process.sentinel] = first
         return process
 
     def stop(signum: int, _frame: object) -> None:
@@ -325,7 +332,7 @@ def _supervise(
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
 
-    processes = [start() for _ in range(count)]
+    processes = [start(index == 0) for index in range(count)]
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     while processes:
@@ -345,7 +352,7 @@ def _supervise(
                 log.error(
                     "worker %s exited with code %s; starting another", process.pid, process.exitcode
                 )
-                processes.append(start())
+                processes.append(start(firsts[process.sentinel]))
     for group in (sockets.secure_sockets, sockets.insecure_sockets):
         for sock in group:
             sock.close()

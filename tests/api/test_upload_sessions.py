@@ -145,15 +145,26 @@ def _wait_for(condition: Callable[[], bool], what: str, deadline_seconds: float 
         time.sleep(0.2)
 
 
-def test_abandoned_upload_is_purged(registry_factory: Factory, tmp_path: Path) -> None:
-    registry = registry_factory(_purging_config(tmp_path / "purged", dryrun=False))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_abandoned_upload_is_purged(
+    registry_factory: Factory, tmp_path: Path, workers: int
+) -> None:
+    registry = registry_factory(_purging_config(tmp_path / "purged", dryrun=False), workers=workers)
     with httpx.Client(base_url=registry.url, timeout=30) as client:
         location = start_upload(client, "abandoned")
         client.patch(location, content=b"some bytes")
         _wait_for(lambda: client.get(location).status_code == 404, "the upload to be purged")
         assert_error(client.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
         assert_error(client.patch(location, content=b"more"), 404, "BLOB_UPLOAD_UNKNOWN")
-    assert "purged" in registry.log()
+    log = registry.log()
+    assert "purged" in log
+    # One worker purges, whatever the number of workers.
+    purgers = {
+        line.split("]: purged ")[0].rsplit("[", 1)[1]
+        for line in log.splitlines()
+        if "]: purged " in line
+    }
+    assert len(purgers) == 1, log
 
 
 def test_dry_run_keeps_abandoned_uploads(registry_factory: Factory, tmp_path: Path) -> None:
