@@ -44,13 +44,6 @@ def _chunk_length() -> tuple[int | None, int | None]:
     return content_range.start, content_range.length
 
 
-def _has_body() -> bool:
-    length = request.headers.get("Content-Length")
-    if length is not None:
-        return length.strip() not in ("", "0")
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-
-
 async def start_upload(name: str) -> Response:
     repo = repository(name)
     args = request.args
@@ -92,13 +85,10 @@ async def patch_upload(name: str, upload_id: str) -> Response:
 async def complete_upload(name: str, upload_id: str) -> Response:
     repo = repository(name)
     digest = digest_param(request.args.get("digest"))
-    if _has_body():
-        start, length = _chunk_length()
-        info = await repo.uploads.complete(
-            upload_id, digest, request.body, start=start, length=length
-        )
-    else:
-        info = await repo.uploads.complete(upload_id, digest)
+    # The body, if any, is the last chunk. Its headers cannot tell: an HTTP/2
+    # request may carry data with neither Content-Length nor chunked encoding.
+    start, length = _chunk_length()
+    info = await repo.uploads.complete(upload_id, digest, request.body, start=start, length=length)
     return _blob_created(repo, str(info.digest))
 
 
