@@ -2,7 +2,7 @@
 
 Nothing is pulled from a hub: images are built here from Debian's
 ``busybox-static``. Where a client is missing, the test skips with the package
-to install, except when ``REGISTRY_E2E_REQUIRED=1`` (CI), where it fails.
+to install, except when ``E2E_REQUIRED=1`` (CI), where it fails.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Clients the end-to-end tests need, and what to do when one is missing."""
+"""Clients the end-to-end tests need, and what to do when one is missing.
+
+``E2E_REQUIRED=1`` (set by tests/run as root, so in CI) turns every skip for a
+missing client into a failure. Not ``REGISTRY_...``: the registry would read
+that as a configuration override.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ def require(binary: str, package: str) -> str:
     path = binary if os.path.isabs(binary) and os.access(binary, os.X_OK) else shutil.which(binary)
     if path is None or not os.access(path, os.X_OK):
         message = f"{binary} not found: install it with `apt-get install {package}`"
-        if os.environ.get("REGISTRY_E2E_REQUIRED") == "1":
+        if os.environ.get("E2E_REQUIRED") == "1":
             pytest.fail(message)
         pytest.skip(message)
     return path

@@ -26,7 +26,7 @@ try:
     import oras.oci as oras_oci
     import oras.provider as oras_provider
 except ImportError:  # pragma: no cover - the test extra installs it
-    if os.environ.get("REGISTRY_E2E_REQUIRED") == "1":
+    if os.environ.get("E2E_REQUIRED") == "1":
         raise
     pytest.skip(
         "oras not found: install it with `pip install -e '.[test]'`", allow_module_level=True

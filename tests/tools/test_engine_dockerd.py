@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.needs import require
 from tools import engine, engine_host
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -21,14 +22,6 @@ DOCKER_CLIENT = "/usr/bin/docker"  # Debian's client, of the same age as Debian'
 STARTUP_ATTEMPTS = 600  # of 0.2 s: a bound for a dockerd that hangs, not a speed test
 
 pytestmark = pytest.mark.e2e
-
-
-def require(path: str, package: str) -> None:
-    if not os.access(path, os.X_OK):
-        message = f"{path} not found: install it with `apt-get install {package}`"
-        if os.environ.get("REGISTRY_E2E_REQUIRED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.needs import require
 from tests.tools.test_engine_doctor import make_ca, make_leaf
 from tools import engine
 
@@ -23,16 +24,6 @@ STARTUP_ATTEMPTS = 500  # of 0.1 s: a bound for an sshd that never listens
 ENTRY = "10.0.0.5:5000"
 
 pytestmark = pytest.mark.e2e
-
-
-def require(path: str, package: str) -> str:
-    found = path if os.access(path, os.X_OK) else shutil.which(path)
-    if found is None:
-        message = f"{path} not found: install it with `apt-get install {package}`"
-        if os.environ.get("REGISTRY_E2E_REQUIRED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def free_port() -> int:
