@@ -56,6 +56,17 @@ def test_spec_codes(name: str, status: int) -> None:
     assert ErrorCode[name].status == status
 
 
+def test_the_table_is_the_spec_table_and_registry2_extras_only() -> None:
+    extras = {
+        "TAG_INVALID": 400,
+        "RANGE_INVALID": 416,
+        "PAGINATION_NUMBER_INVALID": 400,
+        "UNAVAILABLE": 503,
+        "UNKNOWN": 500,
+    }
+    assert {code.name: int(code.status) for code in ErrorCode} == {**SPEC_CODES, **extras}
+
+
 def test_registry2_extras() -> None:
     assert ErrorCode.UNKNOWN.status == 500
     assert ErrorCode.RANGE_INVALID.status == 416
