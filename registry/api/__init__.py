@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from ..errors import ErrorCode, RegistryError
 from .errors import to_registry_error
+from .native import error_reply
+from .responses import respond
 from .routes import ALL_METHODS, dispatch
-
-log = logging.getLogger(__name__)
 
 
 def error_response(error: RegistryError) -> Response:
-    body = error.body()
-    # A HEAD gets the status and headers only: clients read nothing after them.
-    response = Response(b"" if request.method == "HEAD" else body, status=error.status)
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Content-Length"] = str(len(body))
-    response.headers.update(error.headers)
-    return response
+    reply = error_reply(error, request.method)
+    return respond(reply.status, reply.headers, reply.body)
 
 
 async def _handle_exception(error: Exception) -> Response:
-    known = to_registry_error(error)
-    if known is None:
-        log.exception("unexpected error", exc_info=error)
-        known = RegistryError(ErrorCode.UNKNOWN)
-    return error_response(known)
+    return error_response(to_registry_error(error))
 
 
 async def _handle_http_exception(error: HTTPException) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from ..errors import ErrorCode, RegistryError
@@ -18,6 +19,8 @@ from ..storage.errors import (
     UploadRangeError,
     UploadUnknownError,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _detail(error: Exception) -> dict[str, object]:
@@ -52,11 +55,12 @@ ERROR_CODES: tuple[tuple[type[Exception], ErrorCode, Callable[[Exception], objec
 )
 
 
-def to_registry_error(error: Exception) -> RegistryError | None:
-    """The spec error for a known exception, None for anything unexpected."""
+def to_registry_error(error: Exception) -> RegistryError:
+    """The spec error for an exception; anything unexpected is logged and becomes UNKNOWN."""
     if isinstance(error, RegistryError):
         return error
     for kind, code, detail in ERROR_CODES:
         if isinstance(error, kind):
             return RegistryError(code, str(error), detail=detail(error))
-    return None
+    log.exception("unexpected error", exc_info=error)
+    return RegistryError(ErrorCode.UNKNOWN)

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from ..errors import ErrorCode, RegistryError
+from ..errors import RegistryError
 from ..storage import Store
 from .errors import to_registry_error
-
-log = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -107,11 +104,7 @@ class NativeReads:
         try:
             reply = await handler.handler(self.store, read, **arguments)
         except Exception as error:
-            known = to_registry_error(error)
-            if known is None:
-                log.exception("unexpected error", exc_info=error)
-                known = RegistryError(ErrorCode.UNKNOWN)
-            reply = error_reply(known, read.method)
+            reply = error_reply(to_registry_error(error), read.method)
         headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in reply.headers.items()

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -253,9 +253,3 @@ class Uploads:
         except BaseException:
             await self.cancel(session.id)
             raise
-
-
-async def iterate(data: bytes) -> AsyncIterator[bytes]:
-    """A body made of bytes already in hand."""
-    if data:
-        yield data
