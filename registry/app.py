@@ -12,7 +12,9 @@ from quart import Quart
 from .api import register_api
 from .api.context import EXTENSION, Services
 from .api.native import NativeReads
-from .api.routes import match
+from .api.routes import match, need_of
+from .auth import build_access_control
+from .auth.guard import AccessGuard
 from .body import StreamedConnection, StreamedRequest
 from .config import Config
 from .middleware import RegistryMiddleware
@@ -38,8 +40,17 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     store = Store(driver or create_driver(config.storage.driver, config.storage.parameters))
-    app.extensions[EXTENSION] = Services(config=config, store=store)
+    access = build_access_control(config)
+    app.extensions[EXTENSION] = Services(config=config, store=store, access=access)
     register_api(app, config.http.prefix)
+    if access is not None and access.issuer is not None and access.token_path is not None:
+        app.add_url_rule(
+            access.token_path,
+            "token",
+            access.issuer.handle,
+            methods=["GET", "POST"],
+            provide_automatic_options=False,
+        )
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
@@ -77,9 +88,14 @@ async def _purge_periodically(store: Store, config: Config) -> None:
 def create_asgi_app(
     config: Config, *, driver: StorageDriver | None = None, maintenance: bool = True
 ) -> ASGIFramework:
-    """What the server runs: the Quart app, with native reads in front and the
-    response headers and access log around both."""
+    """What the server runs: the Quart app, with native reads in front, access
+    control in front of both, and the response headers and access log around all."""
     app = create_app(config, driver=driver, maintenance=maintenance)
     services: Services = app.extensions[EXTENSION]
-    reads = NativeReads(app, services.store, match, config.http.prefix)
-    return RegistryMiddleware(reads, config.http.headers, access_log_enabled=config.log.accesslog)
+    access = services.access
+    inner: ASGIFramework = NativeReads(
+        app, services.store, match, config.http.prefix, guarded=access is not None
+    )
+    if access is not None:
+        inner = AccessGuard(inner, access.controller, need_of, config.http.prefix)
+    return RegistryMiddleware(inner, config.http.headers, access_log_enabled=config.log.accesslog)

@@ -91,12 +91,101 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HtpasswdAuth:
+    """registry:2's ``auth.htpasswd``: Basic authentication against a bcrypt htpasswd file."""
+
+    realm: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """registry:2's ``auth.token``: bearer JWTs from a token service."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: str | None = None
+    jwks: str | None = None
+    signingalgorithms: tuple[str, ...] = ()
+    """Empty: every algorithm the key allows (never ``none``)."""
+    autoredirect: bool = False
+    autoredirectpath: str = "/auth/token"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    htpasswd: HtpasswdAuth | None = None
+    token: TokenAuth | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.htpasswd is not None or self.token is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """Callers (users, groups, anonymous) allowed ``actions`` on repositories matching a glob."""
+
+    repositories: tuple[str, ...]
+    actions: frozenset[str]
+    users: tuple[str, ...] = ()
+    """User names; ``*`` is every signed-in user."""
+    groups: tuple[str, ...] = ()
+    anonymous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """``access``'s rules. Without any, registry:2's: a signed-in user may do everything."""
+
+    admins: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    anonymous: frozenset[str] = frozenset()
+    """Actions allowed on every repository to callers without credentials."""
+    authenticated: frozenset[str] = frozenset()
+    """Actions allowed on every repository to every signed-in user."""
+    rules: tuple[AccessRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenService:
+    """``access.tokenservice``: this registry issues the tokens ``auth.token`` asks for."""
+
+    key: str
+    htpasswd: str
+    expiration: float = 300.0
+    refreshexpiration: float = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """After ``failures`` failed logins within ``window``, a client is refused for ``window``."""
+
+    failures: int = 10
+    window: float = 300.0
+    delay: float = 1.0
+    """Added to every failed login's answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """The ``access`` section (this registry's own): per-repository rules and a token service."""
+
+    policy: PolicyConfig | None = None
+    tokenservice: TokenService | None = None
+    logins: LoginLimits = field(default_factory=LoginLimits)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     version: str = "0.1"
     log: LogConfig = field(default_factory=LogConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     catalog_maxentries: int = 1000
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
     warnings: tuple[str, ...] = ()
     """What the loader warned about, kept for ``registry check-config``."""
 
@@ -273,6 +362,111 @@ def _prefix(key: str, value: object) -> str:
     return text.rstrip("/")
 
 
+ACTIONS = ("pull", "push", "delete")
+SIGNING_ALGORITHMS = (
+    "EdDSA", "HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+    "ES256", "ES384", "ES512", "PS256", "PS384", "PS512",
+)  # fmt: skip
+_GLOB_RE = re.compile(r"[a-z0-9._/*?-]+")
+_RULE_KEYS = ("repositories", "actions", "users", "groups", "anonymous")
+
+
+def _required_string(key: str, value: object) -> str:
+    text = _string(key, value).strip()
+    if not text:
+        raise ConfigError(f"{key}: must not be empty")
+    return text
+
+
+def _algorithms(key: str, value: object) -> tuple[str, ...]:
+    names = _string_list(key, value)
+    for name in names:
+        if name not in SIGNING_ALGORITHMS:
+            known = ", ".join(SIGNING_ALGORITHMS)
+            raise ConfigError(f"{key}: unknown signing algorithm {name!r} (known: {known})")
+    return names
+
+
+def _url_path(key: str, value: object) -> str:
+    text = _required_string(key, value)
+    if not text.startswith("/"):
+        raise ConfigError(f"{key}: a path starts with '/', got {value!r}")
+    return text
+
+
+def _actions(key: str, value: object) -> frozenset[str]:
+    """``[pull, push]``, ``[*]`` or ``"*"``: the actions a rule grants."""
+    chosen: set[str] = set()
+    for name in _string_list(key, value):
+        if name == "*":
+            chosen.update(ACTIONS)
+        elif name in ACTIONS:
+            chosen.add(name)
+        else:
+            raise ConfigError(f"{key}: unknown action {name!r} (pull, push, delete or *)")
+    return frozenset(chosen)
+
+
+def _names(key: str, value: object) -> tuple[str, ...]:
+    names = _string_list(key, value)
+    for name in names:
+        if not name or ":" in name or any(ch.isspace() for ch in name):
+            raise ConfigError(f"{key}: {name!r} is not a user or group name")
+    return names
+
+
+def _groups(key: str, value: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a map of group names to lists of users")
+    return {str(name): _names(f"{key}.{name}", users) for name, users in value.items()}
+
+
+def _glob(key: str, value: object) -> str:
+    text = _required_string(key, value)
+    if not _GLOB_RE.fullmatch(text):
+        raise ConfigError(
+            f"{key}: {text!r} is not a repository pattern (lower-case names, '/', "
+            "'*' within a path component, '**' across them)"
+        )
+    return text
+
+
+def _rules(key: str, value: object) -> tuple[AccessRule, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of rules (repositories, actions, users, ...)")
+    rules = []
+    for index, entry in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a map with repositories, actions, users, ...")
+        for name in entry:
+            if str(name).lower() not in _RULE_KEYS:
+                raise ConfigError(f"{where}.{name}: unknown key (known: {', '.join(_RULE_KEYS)})")
+        entry = {str(name).lower(): item for name, item in entry.items()}
+        for required in ("repositories", "actions"):
+            if required not in entry:
+                raise ConfigError(f"{where}.{required}: required")
+        patterns = _string_list(f"{where}.repositories", entry["repositories"])
+        rule = AccessRule(
+            repositories=tuple(_glob(f"{where}.repositories", p) for p in patterns),
+            actions=_actions(f"{where}.actions", entry["actions"]),
+            users=_names(f"{where}.users", entry.get("users", [])),
+            groups=_names(f"{where}.groups", entry.get("groups", [])),
+            anonymous=_bool(f"{where}.anonymous", entry.get("anonymous", False)),
+        )
+        if not (rule.users or rule.groups or rule.anonymous):
+            raise ConfigError(f"{where}: names nobody; give users, groups or anonymous: true")
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _section(key: str, value: object) -> object:
+    """A section written empty (``htpasswd: {}``): its required keys are reported later."""
+    if value not in (None, {}):
+        raise ConfigError(f"{key}: expected a map of settings")
+    return value
+
+
 Parser = Callable[[str, object], Any]
 
 #: Keys this registry reads, with their parser.
@@ -308,6 +502,30 @@ SUPPORTED: dict[str, Parser] = {
     "http.tls.ciphersuites": _cipher_suites,
     "http.workers": _count,
     "catalog.maxentries": _positive_int,
+    "auth.htpasswd": _section,
+    "auth.htpasswd.realm": _required_string,
+    "auth.htpasswd.path": _required_string,
+    "auth.token": _section,
+    "auth.token.realm": _required_string,
+    "auth.token.service": _required_string,
+    "auth.token.issuer": _required_string,
+    "auth.token.rootcertbundle": _required_string,
+    "auth.token.jwks": _required_string,
+    "auth.token.signingalgorithms": _algorithms,
+    "auth.token.autoredirect": _bool,
+    "auth.token.autoredirectpath": _url_path,
+    "access.admins": _names,
+    "access.groups": _groups,
+    "access.default.anonymous": _actions,
+    "access.default.authenticated": _actions,
+    "access.rules": _rules,
+    "access.tokenservice.key": _required_string,
+    "access.tokenservice.htpasswd": _required_string,
+    "access.tokenservice.expiration": parse_duration,
+    "access.tokenservice.refreshexpiration": parse_duration,
+    "access.failedlogins.limit": _positive_int,
+    "access.failedlogins.window": parse_duration,
+    "access.failedlogins.delay": parse_duration,
 }
 
 #: Sections registry:2 knows that this registry does not implement yet: a warning each.
@@ -330,14 +548,17 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "policy",
 )
 
-#: Sections known to registry:2 that cannot be ignored safely: an error each.
-REFUSED: tuple[str, ...] = ("auth",)
+#: registry:2's authentication schemes this registry refuses, and why.
+REFUSED_AUTH: dict[str, str] = {
+    "silly": "a test-only scheme that lets in anyone who sends any Authorization header; "
+    "use auth.htpasswd or auth.token",
+}
 
 #: Storage drivers registry:2 has and this registry does not (yet): an error, no storage.
 OTHER_DRIVERS = ("s3", "azure", "gcs", "swift", "oss")
 
 #: Maps whose keys are the user's own (header names, log fields).
-_OPEN_MAPS = ("log.fields", "http.headers", "storage.inmemory")
+_OPEN_MAPS = ("log.fields", "http.headers", "storage.inmemory", "access.groups")
 
 
 def _flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
@@ -405,11 +626,12 @@ def _check_keys(flat: Mapping[str, object], origin: Mapping[str, str], warnings:
     for key in flat:
         if key in SUPPORTED or _covered(key, _OPEN_MAPS):
             continue
-        if _covered(key, REFUSED):
-            raise ConfigError(
-                f"{key}: authentication is not supported yet, and ignoring it would leave "
-                "the registry open to anyone; remove the auth section to serve without it"
+        if key.startswith("auth.") or key == "auth":
+            scheme = key.split(".")[1] if "." in key else ""
+            reason = REFUSED_AUTH.get(
+                scheme, "unknown authentication scheme; registry:2's are htpasswd and token"
             )
+            raise ConfigError(f"auth.{scheme}: {reason}" if scheme else f"auth: {reason}")
         if _covered(key, KNOWN_UNSUPPORTED):
             warnings.append(f"{key}: known to registry:2 but not supported yet; ignored")
             continue
@@ -511,6 +733,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         workers=get("http.workers", 0),
     )
     level = get("log.level") or get("loglevel") or "info"
+    auth = _build_auth(values)
     return Config(
         version=get("version", "0.1"),
         log=LogConfig(
@@ -522,5 +745,97 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         storage=storage,
         http=http,
         catalog_maxentries=get("catalog.maxentries", 1000),
+        auth=auth,
+        access=_build_access(values, auth),
         warnings=warnings,
     )
+
+
+def _require(values: Mapping[str, Any], section: str, *names: str) -> list[Any]:
+    found = []
+    for name in names:
+        key = f"{section}.{name}"
+        if key not in values:
+            raise ConfigError(f"{key}: required in {section}")
+        found.append(values[key])
+    return found
+
+
+def _build_auth(values: Mapping[str, Any]) -> AuthConfig:
+    schemes = sorted({key.split(".")[1] for key in values if key.startswith("auth.")})
+    if len(schemes) > 1:
+        raise ConfigError(f"auth: configure one scheme, not {' and '.join(schemes)}")
+    if schemes == ["htpasswd"]:
+        realm, path = _require(values, "auth.htpasswd", "realm", "path")
+        return AuthConfig(htpasswd=HtpasswdAuth(realm=realm, path=path))
+    if schemes == ["token"]:
+        realm, service, issuer = _require(values, "auth.token", "realm", "service", "issuer")
+        bundle = values.get("auth.token.rootcertbundle")
+        jwks = values.get("auth.token.jwks")
+        if bundle is None and jwks is None:
+            raise ConfigError(
+                "auth.token.rootcertbundle: required (or auth.token.jwks): the keys tokens "
+                "are signed with"
+            )
+        if not re.fullmatch(r"https?://[^/\s\"]+(/[^\s\"]*)?", realm):
+            raise ConfigError(f"auth.token.realm: expected an http(s) URL, got {realm!r}")
+        token = TokenAuth(
+            realm=realm,
+            service=service,
+            issuer=issuer,
+            rootcertbundle=bundle,
+            jwks=jwks,
+            signingalgorithms=values.get("auth.token.signingalgorithms", ()),
+            autoredirect=values.get("auth.token.autoredirect", False),
+            autoredirectpath=values.get("auth.token.autoredirectpath", "/auth/token"),
+        )
+        return AuthConfig(token=token)
+    return AuthConfig()
+
+
+def _build_access(values: Mapping[str, Any], auth: AuthConfig) -> AccessConfig:
+    get = values.get
+    policy = None
+    if any(_covered(key, ("access.admins", "access.groups", "access.default", "access.rules"))
+           for key in values):  # fmt: skip
+        policy = PolicyConfig(
+            admins=get("access.admins", ()),
+            groups=get("access.groups", {}),
+            anonymous=get("access.default.anonymous", frozenset()),
+            authenticated=get("access.default.authenticated", frozenset()),
+            rules=get("access.rules", ()),
+        )
+        for index, rule in enumerate(policy.rules):
+            for group in rule.groups:
+                if group not in policy.groups:
+                    raise ConfigError(
+                        f"access.rules[{index}].groups: no group {group!r} in access.groups"
+                    )
+    service = None
+    if any(key.startswith("access.tokenservice.") for key in values):
+        if auth.token is None:
+            raise ConfigError(
+                "access.tokenservice: needs auth.token, whose realm is where the service answers"
+            )
+        key, htpasswd = _require(values, "access.tokenservice", "key", "htpasswd")
+        service = TokenService(
+            key=key,
+            htpasswd=htpasswd,
+            expiration=get("access.tokenservice.expiration", 300.0),
+            refreshexpiration=get("access.tokenservice.refreshexpiration", 30 * 24 * 3600.0),
+        )
+        if service.expiration <= 0:
+            raise ConfigError("access.tokenservice.expiration: must be more than 0")
+    logins = LoginLimits(
+        failures=get("access.failedlogins.limit", 10),
+        window=get("access.failedlogins.window", 300.0),
+        delay=get("access.failedlogins.delay", 1.0),
+    )
+    if (policy is not None or any(k.startswith("access.failedlogins.") for k in values)) and (
+        not auth.enabled
+    ):
+        raise ConfigError(
+            "access: needs auth.htpasswd or auth.token; without authentication every caller "
+            "is anonymous and these rules would not hold"
+        )
+    return AccessConfig(policy=policy, tokenservice=service, logins=logins)

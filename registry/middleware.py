@@ -19,6 +19,8 @@ from hypercorn.typing import (
     Scope,
 )
 
+from .auth.grant import user_of
+
 ASGIApp = Any
 
 access_log = logging.getLogger("registry.access")
@@ -92,8 +94,9 @@ class RegistryMiddleware:
                 query = scope.get("query_string", b"")
                 path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
                 access_log.info(
-                    '%s "%s %s HTTP/%s" %d %d %.1fms',
+                    '%s %s "%s %s HTTP/%s" %d %d %.1fms',
                     client[0] if client else "-",
+                    user_of(scope) or "-",
                     scope["method"],
                     path,
                     scope.get("http_version", "1.1"),

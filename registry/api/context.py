@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from quart import current_app, request
 
+from ..auth import AccessControl
 from ..config import Config
 from ..storage import Store
 
@@ -16,6 +17,8 @@ EXTENSION = "registry"
 class Services:
     config: Config
     store: Store
+    access: AccessControl | None = None
+    """Access control, when ``auth`` is configured."""
 
 
 def services() -> Services:

@@ -18,7 +18,8 @@ from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from ..errors import RegistryError
+from ..auth.grant import grant_of
+from ..errors import ErrorCode, RegistryError
 from ..storage import Store
 from .errors import to_registry_error
 
@@ -75,6 +76,8 @@ class NativeReads:
     match: Matcher
     """The route table's matcher, for the path after ``/v2/``."""
     prefix: str = ""
+    guarded: bool = False
+    """Access control is on: a request the guard has not passed is refused."""
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -101,20 +104,31 @@ class NativeReads:
         send: ASGISendCallable,
     ) -> None:
         read = Read(scope["method"], dict(scope["headers"]))
-        try:
-            reply = await handler.handler(self.store, read, **arguments)
-        except Exception as error:
-            reply = error_reply(to_registry_error(error), read.method)
-        headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in reply.headers.items()
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        if isinstance(reply.body, bytes):
-            body = b"" if read.method == "HEAD" else reply.body
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        await _stream(reply.body, receive, send)
+        if self.guarded and grant_of(scope) is None:
+            # Access control is on but the guard did not run: refuse rather than serve.
+            reply = error_reply(RegistryError(ErrorCode.UNAUTHORIZED), read.method)
+        else:
+            try:
+                reply = await handler.handler(self.store, read, **arguments)
+            except Exception as error:
+                reply = error_reply(to_registry_error(error), read.method)
+        await send_reply(reply, receive, send, read.method)
+
+
+async def send_reply(
+    reply: Reply, receive: ASGIReceiveCallable, send: ASGISendCallable, method: str = "GET"
+) -> None:
+    """Send a reply over ASGI; a HEAD gets the headers alone."""
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in reply.headers.items()
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    if isinstance(reply.body, bytes):
+        body = b"" if method == "HEAD" else reply.body
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    await _stream(reply.body, receive, send)
 
 
 async def _stream(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from quart import Response, request
 
+from ..auth.access import PULL, REPOSITORY, Access
+from ..auth.grant import grant_of
 from ..errors import ErrorCode, RegistryError
 from ..reference import InvalidReferenceError, validate_name
 from ..storage import Repository
@@ -44,6 +46,12 @@ def _chunk_length() -> tuple[int | None, int | None]:
     return content_range.start, content_range.length
 
 
+def _may_read(source: str) -> bool:
+    """A mount copies nothing but reveals the blob: only from a repository the caller may pull."""
+    grant = grant_of(request.scope)
+    return grant is None or grant.allows(Access(REPOSITORY, source, PULL))
+
+
 async def start_upload(name: str) -> Response:
     repo = repository(name)
     args = request.args
@@ -56,10 +64,11 @@ async def start_upload(name: str) -> Response:
                 validate_name(source)
             except InvalidReferenceError:
                 raise RegistryError(ErrorCode.NAME_INVALID, detail={"from": source}) from None
-            mounted = await repo.blobs.mount(digest, services().store.repository(source).blobs)
-            if mounted is not None:
-                return _blob_created(repo, str(digest))
-        # Not mountable: an ordinary session, as the spec asks (202).
+            if _may_read(source):
+                source_blobs = services().store.repository(source).blobs
+                if await repo.blobs.mount(digest, source_blobs) is not None:
+                    return _blob_created(repo, str(digest))
+        # Not mountable (or the caller may not pull the source): an ordinary session (202).
     elif "digest" in args:
         digest = digest_param(args.get("digest"))
         _, length = _chunk_length()

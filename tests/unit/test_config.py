@@ -79,14 +79,6 @@ def test_registry2_image_config_starts_with_warnings_for_what_is_ignored(tmp_pat
     assert "health.storagedriver" in warned
 
 
-def test_auth_is_refused_rather_than_ignored(tmp_path: Path) -> None:
-    path = write(tmp_path, "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /x\n")
-    with pytest.raises(
-        ConfigError, match=r"auth\.htpasswd\.realm: authentication is not supported"
-    ):
-        load_config(path, environ={})
-
-
 def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> None:
     path = write(
         tmp_path,
