@@ -1,4 +1,4 @@
-"""The `registry` command: serve, check-config, purge-uploads, certs, engine."""
+"""The `registry` command: serve, check-config, purge-uploads, certs, engine, users."""
 
 from __future__ import annotations
 
@@ -98,6 +98,79 @@ def _prepare_storage(config: Config) -> str:
     return root
 
 
+def _htpasswd_files(config: Config) -> list[tuple[str, str]]:
+    """(config key, path) of each htpasswd file the configuration names."""
+    files = []
+    if config.auth.htpasswd is not None:
+        files.append(("auth.htpasswd.path", config.auth.htpasswd.path))
+    if config.access.tokenservice is not None:
+        files.append(("access.tokenservice.htpasswd", config.access.tokenservice.htpasswd))
+    return files
+
+
+def _prepare_access(config: Config, *, provision: bool) -> list[str]:
+    """Check every file access control reads; with ``provision``, make a missing htpasswd file.
+
+    registry:2 makes a missing htpasswd file with one user and a random
+    password, and shows the password once; so do we (on the terminal, before
+    the workers start, so it is shown once whatever their number).
+    """
+    from .auth import build_access_control
+    from .auth.htpasswd import DEFAULT_USER
+    from .auth.htpasswd import provision as make_htpasswd
+
+    notes = []
+    for key, path in _htpasswd_files(config):
+        if os.path.exists(path):
+            continue
+        if not provision:
+            notes.append(f"{key}: {path} does not exist; the first start makes it")
+            return notes
+        try:
+            password = make_htpasswd(path)
+        except OSError as error:
+            raise ConfigError(f"{key}: cannot create {path}: {error.strerror}") from None
+        if password is not None:
+            print(
+                f"{key}: {path} did not exist; made it with user {DEFAULT_USER!r} and password\n"
+                f"\n    {password}\n\n(shown only now; change it with "
+                f"`registry users passwd {DEFAULT_USER} --file {path}`)",
+                file=sys.stderr,
+            )
+    build_access_control(config)
+    return notes
+
+
+def _loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or "+unix" in url:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_clear_text(config: Config, urls: list[str]) -> None:
+    """Credentials over plain HTTP beyond this machine: say so, and how to turn on TLS."""
+    if not config.auth.enabled:
+        return
+    exposed = [url for url in urls if url.startswith("http://") and not _loopback(url)]
+    token = config.auth.token
+    if token is not None and token.realm.startswith("http://") and not _loopback(token.realm):
+        exposed.append(f"the token realm {token.realm}")
+    if exposed:
+        log.warning(
+            "auth: passwords and tokens would cross the network in clear text on %s; serve "
+            "HTTPS with `registry serve --tls --tls-host NAME` (or set http.tls.certificate and "
+            "http.tls.key), or listen on localhost only",
+            ", ".join(exposed),
+        )
+
+
 def _auto_tls(config: Config, args: argparse.Namespace) -> Config:
     """``serve --tls`` without a configured certificate: make (once) and use our own."""
     from tools.certs import ensure_server_certificate, read_passphrase
@@ -163,6 +236,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("config: %s", warning)
     where = _prepare_storage(config)
+    _prepare_access(config, provision=True)
 
     def ready(urls: list[str]) -> None:
         workers = worker_count(config)
@@ -175,6 +249,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             where,
             ", read-only" if config.storage.readonly else "",
         )
+        _warn_clear_text(config, urls)
         if config.http.tls.auto:
             _print_trust_instructions(config, urls, args.tls_host or ())
 
@@ -188,7 +263,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
-    for warning in config.warnings:
+    for warning in (*config.warnings, *_prepare_access(config, provision=False)):
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(dataclasses.asdict(config), indent=2, default=list))
     return 0
@@ -273,6 +348,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "engine", help="engine configuration toolkit (registry engine --help)", add_help=False
     )
+    commands.add_parser(
+        "users", help="users of the htpasswd file (registry users --help)", add_help=False
+    )
     return parser
 
 
@@ -286,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tools.engine import main as engine_main
 
         return engine_main(arguments[1:])
+    if arguments and arguments[0] == "users":
+        from tools.users import main as users_main
+
+        return users_main(arguments[1:])
     args = _parser().parse_args(arguments)
     try:
         code: int = args.run(args)

@@ -5,6 +5,7 @@ Layout of the folder (``certs/`` by default)::
     ca.crt  ca.key                  the CA (ca.key may be encrypted)
     server.crt  server.key          the registry's TLS certificate and key
     client-NAME.crt  client-NAME.key    mutual-TLS client pairs
+    token.crt  token.key            the token service's signing key, self-signed
     certs.d/HOST:PORT/              what a Docker engine wants in /etc/docker/certs.d/HOST:PORT/
         ca.crt  client.cert  client.key
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from registry.auth.keys import algorithms_for, libtrust_key_id
 from tools.certs_files import CERT_MODE, KEY_MODE, folder_lock, make_folder, write_file
 from tools.certs_hosts import (
     HostNameError,
@@ -64,6 +66,8 @@ from tools.certs_x509 import (
     key_matches,
     load_certificates,
     load_private_key,
+    private_key_pem,
+    signer_certificate,
     subject_alternative_names,
 )
 
@@ -75,6 +79,8 @@ __all__ = [
     "PASSPHRASE_ENV",
     "SERVER_CERT",
     "SERVER_KEY",
+    "TOKEN_CERT",
+    "TOKEN_KEY",
     "Action",
     "BundleFiles",
     "CAFiles",
@@ -87,11 +93,13 @@ __all__ = [
     "LeafCert",
     "PassphraseError",
     "ServerFiles",
+    "TokenFiles",
     "check_key_pair",
     "client_paths",
     "ensure_ca",
     "ensure_client_certificate",
     "ensure_server_certificate",
+    "ensure_token_key",
     "main",
     "read_passphrase",
     "trust_instructions",
@@ -105,6 +113,9 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
+TOKEN_CERT = "token.crt"
+TOKEN_KEY = "token.key"
+TOKEN_DAYS = CA_DAYS
 BUNDLES = "certs.d"
 PASSPHRASE_ENV = "REGISTRY_CA_PASSPHRASE"
 # A certificate with less than this left is renewed (and `show` warns about it).
@@ -169,6 +180,22 @@ class ClientFiles:
     ca_created: bool = False
     reasons: tuple[str, ...] = ()
     not_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFiles:
+    """The token service's signing key, its certificate, and what ``ensure_token_key`` did."""
+
+    cert: Path
+    key: Path
+    action: Action
+    certificate: x509.Certificate
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def key_id(self) -> str:
+        """The ``kid`` tokens signed with the key carry (libtrust's, as registry:2 looks up)."""
+        return libtrust_key_id(self.certificate.public_key())
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,6 +687,98 @@ def ensure_client_certificate(
         reasons=outcome.reasons,
         not_after=outcome.not_after,
     )
+
+
+# --- the token service's signing key ----------------------------------------------
+
+
+def _default_token_name() -> str:
+    return f"registry token signer {socket.gethostname()}"[:MAX_COMMON_NAME]
+
+
+def _existing_token_key(key_path: Path, key_type: KeyType | None) -> LeafKey:
+    try:
+        key = as_leaf_key(load_private_key(key_path), key_path)
+    except PassphraseError:
+        raise CertificateError(
+            f"{key_path}: encrypted; the registry reads it unattended (replace it with --force)"
+        ) from None
+    except CertificateError as error:
+        raise CertificateError(f"{error} (replace it with --force)") from None
+    if not algorithms_for(key.public_key()):
+        raise CertificateError(
+            f"{key_path}: a {describe_key(key)} key cannot sign tokens (replace it with --force)"
+        )
+    if key_type is not None and KeyType.of(key) is not key_type:
+        raise CertificateError(
+            f"{key_path}: holds a {describe_key(key)} key, not {key_type.value}; "
+            "replace the key with --force"
+        )
+    return key
+
+
+def _token_certificate_problems(cert_path: Path, key: LeafKey, now: datetime) -> tuple[str, ...]:
+    if not cert_path.exists():
+        return (f"{cert_path.name} is missing",)
+    try:
+        cert = load_certificates(cert_path)[0]
+    except CertificateError as error:
+        return (str(error),)
+    if not key_matches(cert, key):
+        return (f"{cert_path.name} does not match {cert_path.with_suffix('.key').name}",)
+    if cert.not_valid_after_utc <= now:
+        return (f"{cert_path.name} expired on {cert.not_valid_after_utc:%Y-%m-%d}",)
+    if cert.not_valid_after_utc - now < _renewal_margin(cert):
+        return (f"{cert_path.name} expires on {cert.not_valid_after_utc:%Y-%m-%d}",)
+    return ()
+
+
+def ensure_token_key(
+    directory: Path,
+    *,
+    key_type: KeyType | None = None,
+    days: int = TOKEN_DAYS,
+    name: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> TokenFiles:
+    """``DIR/token.key`` and the self-signed ``DIR/token.crt`` that publishes it.
+
+    An existing key is kept, so tokens keep their ``kid``; its certificate is
+    reissued only when missing, not matching, expired or expiring. ``force``
+    makes a new key (tokens signed with the old one stop being accepted). The
+    key is never encrypted: the registry reads it unattended.
+    """
+    moment = datetime.now(UTC) if now is None else now.astimezone(UTC)
+    cert_path, key_path = directory / TOKEN_CERT, directory / TOKEN_KEY
+    with folder_lock(directory):
+        existed = cert_path.exists() or key_path.exists()
+        key: LeafKey | None = None
+        reasons: tuple[str, ...] = ()
+        if not force and key_path.exists():
+            key = _existing_token_key(key_path, key_type)
+            reasons = _token_certificate_problems(cert_path, key, moment)
+            if not reasons:
+                cert = load_certificates(cert_path)[0]
+                return TokenFiles(cert_path, key_path, Action.UNCHANGED, cert)
+        elif not force and cert_path.exists():
+            raise CertificateError(
+                f"{cert_path}: exists without its key {key_path}; make a new pair with --force"
+            )
+        signing_key = key if key is not None else (key_type or KeyType.ECDSA_P256).generate()
+        cert = signer_certificate(signing_key, name or _default_token_name(), days=days, now=moment)
+        if key is None:
+            # Key first: a crash between the two leaves a key whose certificate is reissued.
+            write_file(key_path, private_key_pem(signing_key), mode=KEY_MODE, replace=force)
+        write_file(cert_path, certificates_pem([cert]), mode=CERT_MODE, replace=True)
+    if key is not None:
+        action = Action.REISSUED
+    elif existed:
+        action = Action.REPLACED
+    else:
+        action = Action.CREATED
+    logger.info("%s %s (%s)", action.value, cert_path, "; ".join(reasons) or "new")
+    return TokenFiles(cert_path, key_path, action, cert, reasons)
 
 
 # --- engine bundles and instructions ---------------------------------------------

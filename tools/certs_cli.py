@@ -1,5 +1,8 @@
 """``registry certs``: make a CA, server and client certificates, engine bundles; show them.
 
+``token`` makes the signing key of the registry's token service and the
+self-signed certificate registries trust it by (``auth.token.rootcertbundle``).
+
 ``main(argv)`` takes the arguments after ``certs`` and returns the exit code,
 so the server's command line dispatches to it and tests call it in-process.
 
@@ -24,12 +27,14 @@ from tools.certs import (
     CA_CERT,
     DEFAULT_DIRECTORY,
     PASSPHRASE_ENV,
+    TOKEN_DAYS,
     Action,
     CAFiles,
     ClientNameError,
     ensure_ca,
     ensure_client_certificate,
     ensure_server_certificate,
+    ensure_token_key,
     read_passphrase,
     trust_instructions,
     write_bundle,
@@ -151,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Certificates for the registry's TLS: a CA, server and client certificates, "
-        "and the certs.d folders container engines read.",
+        "and the certs.d folders container engines read; and the token service's signing key.",
         epilog="Exit codes: 0 done, 1 failure, 2 usage error, 3 show found a problem.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -222,6 +227,30 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("host_port", type=_host_port, metavar="HOST:PORT")
     trust.add_argument(
         "--ca", type=Path, metavar="FILE", help="the CA certificate (default: DIR/ca.crt)"
+    )
+
+    token = commands.add_parser(
+        "token",
+        parents=[folder],
+        help="make the token service's signing key (DIR/token.key) and certificate (token.crt)",
+    )
+    token.add_argument(
+        "--key-type",
+        type=_key_type,
+        metavar=key_types,
+        help="key algorithm of a new key (default: ecdsa-p256; an existing key is kept)",
+    )
+    token.add_argument(
+        "--days",
+        type=_days(100 * 366),
+        default=TOKEN_DAYS,
+        help=f"validity of a new certificate (default: {TOKEN_DAYS})",
+    )
+    token.add_argument("--name", help="common name (default: 'registry token signer HOSTNAME')")
+    token.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the key and certificate (tokens signed with the old key stop working)",
     )
 
     show = commands.add_parser(
@@ -421,6 +450,42 @@ def _run_trust(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _run_token(args: argparse.Namespace, out: TextIO) -> int:
+    files = ensure_token_key(
+        args.dir, key_type=args.key_type, days=args.days, name=args.name, force=args.force
+    )
+    cert = files.certificate
+    described = f"{describe_key(cert.public_key())}{_until(cert.not_valid_after_utc)}"
+    if files.action is Action.UNCHANGED:
+        print(
+            f"token signing key {files.key} and certificate {files.cert} exist already "
+            f"({described}): kept (--force replaces both)",
+            file=out,
+        )
+    elif files.action is Action.REISSUED:
+        print(
+            f"reissued {files.cert} for the existing key {files.key} "
+            f"({'; '.join(files.reasons)}){_until(cert.not_valid_after_utc)}",
+            file=out,
+        )
+    else:
+        print(
+            f"{files.action.value} token signing key {files.key} and certificate {files.cert} "
+            f"({cert.subject.rfc4514_string()}, {described})",
+            file=out,
+        )
+        print(
+            f"  key {files.key}, mode 0600, not encrypted (the registry reads it unattended): "
+            "keep it secret",
+            file=out,
+        )
+    print(f"  key ID (kid in tokens): {files.key_id}", file=out)
+    print("config.yml:", file=out)
+    print(f"  auth.token.rootcertbundle: {files.cert}", file=out)
+    print(f"  access.tokenservice.key: {files.key}", file=out)
+    return EXIT_OK
+
+
 def _run_show(args: argparse.Namespace, out: TextIO) -> int:
     inspection = inspect(args.path, ca_path=args.ca, hosts=args.host)
     out.write(format_inspection(inspection))
@@ -433,6 +498,7 @@ _COMMANDS = {
     "client": _run_client,
     "bundle": _run_bundle,
     "trust": _run_trust,
+    "token": _run_token,
     "show": _run_show,
 }
 

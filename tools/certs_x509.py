@@ -400,6 +400,57 @@ class CA:
         return tuple(cert for cert in self.chain if not _is_self_signed(cert))
 
 
+def signer_certificate(
+    key: LeafKey, common_name: str, *, days: int, now: datetime | None = None
+) -> x509.Certificate:
+    """A self-signed certificate that only publishes ``key`` (not a CA, signatures only).
+
+    The registry's token service signs tokens with the key; registries trust
+    them through this certificate (registry:2's ``auth.token.rootcertbundle``).
+    """
+    if not 0 < len(common_name) <= MAX_COMMON_NAME:
+        raise CertificateError(
+            f"common name must be 1 to {MAX_COMMON_NAME} characters: {common_name!r}"
+        )
+    if days < 1:
+        raise CertificateError(f"validity must be at least one day, not {days}")
+    start = _now(now)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(_certified_public_key(key))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - CLOCK_SKEW)
+        .not_valid_after(start + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(_certified_public_key(key)), critical=False
+        )
+        .sign(key, _signing_hash(key))
+    )
+
+
 def _is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and is_issued_by(cert, cert)
 
