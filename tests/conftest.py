@@ -172,10 +172,54 @@ def shared_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regist
     process.stop()
 
 
+#: The API suite runs against each: no access control, Basic users, tokens from the
+#: built-in service; the client is the admin, who may do everything.
+API_ACCESS = ("open", "htpasswd", "token")
+
+
+@pytest.fixture(scope="session", params=API_ACCESS)
+def api_registry(
+    request: pytest.FixtureRequest,
+    shared_registry: RegistryProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RegistryProcess]:
+    """The shared registry, and the same with access control on (each started once)."""
+    if request.param == "open":
+        yield shared_registry
+        return
+    from tests.access import htpasswd_config, token_config
+
+    workdir = tmp_path_factory.mktemp(f"{request.param}-registry")
+    make = htpasswd_config if request.param == "htpasswd" else token_config
+    config: dict[str, object] = {
+        "storage": {
+            "filesystem": {"rootdirectory": str(workdir / "data")},
+            "delete": {"enabled": True},
+        },
+        **make(workdir),
+    }
+    process = RegistryProcess(workdir, config)
+    process.start()
+    yield process
+    process.stop()
+
+
+def admin_auth(registry: RegistryProcess) -> httpx.Auth | None:
+    """How the admin signs in to ``registry`` (None when it has no access control)."""
+    from tests.access import USERS, BearerAuth
+
+    auth = registry.config.get("auth")
+    if not isinstance(auth, dict):
+        return None
+    if "htpasswd" in auth:
+        return httpx.BasicAuth("admin", USERS["admin"])
+    return BearerAuth("admin", USERS["admin"])
+
+
 @pytest.fixture
-def client(shared_registry: RegistryProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=shared_registry.url, timeout=30) as session:
-        yield session
+def client(api_registry: RegistryProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_registry.url, timeout=30, auth=admin_auth(api_registry)) as c:
+        yield c
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import RegistryProcess
+from tests.conftest import RegistryProcess, admin_auth
 from tests.pushing import OCI_MANIFEST, digest_of, image_manifest, with_query
 
 Factory = Callable[..., RegistryProcess]
@@ -39,10 +39,12 @@ def _push_blob_in_chunks(client: httpx.Client, repo: str, data: bytes) -> str:
     return digest
 
 
-def _push_one(base_url: str, repo: str, number: int, barrier: threading.Barrier) -> str:
+def _push_one(
+    base_url: str, repo: str, number: int, barrier: threading.Barrier, auth: httpx.Auth | None
+) -> str:
     """One client: the shared blob, a config of its own, then the shared tag."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "client": number}).encode()
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+    with httpx.Client(base_url=base_url, timeout=60, auth=auth) as client:
         barrier.wait()
         _push_blob_in_chunks(client, repo, SHARED)
         _push_blob_in_chunks(client, repo, config)
@@ -76,14 +78,16 @@ def _assert_consistent(client: httpx.Client, repo: str, pushed: set[str]) -> Non
         assert client.get(f"/v2/{repo}/manifests/{other}").status_code == 200
 
 
-def _race_with_threads(url: str, repo: str) -> set[str]:
+def _race_with_threads(
+    url: str, repo: str, auth: Callable[[], httpx.Auth | None] = lambda: None
+) -> set[str]:
     barrier = threading.Barrier(CLIENTS)
     results: list[str] = []
     errors: list[BaseException] = []
 
     def run(number: int) -> None:
         try:
-            results.append(_push_one(url, repo, number, barrier))
+            results.append(_push_one(url, repo, number, barrier, auth()))
         except BaseException as error:
             errors.append(error)
             barrier.abort()
@@ -99,8 +103,10 @@ def _race_with_threads(url: str, repo: str) -> set[str]:
     return set(results)
 
 
-def test_threads_push_the_same_blob_and_tag(client: httpx.Client, repo: str) -> None:
-    pushed = _race_with_threads(str(client.base_url).rstrip("/"), repo)
+def test_threads_push_the_same_blob_and_tag(
+    client: httpx.Client, api_registry: RegistryProcess, repo: str
+) -> None:
+    pushed = _race_with_threads(api_registry.url, repo, lambda: admin_auth(api_registry))
     _assert_consistent(client, repo, pushed)
 
 
@@ -128,9 +134,13 @@ async def _push_async(client: httpx.AsyncClient, repo: str, number: int) -> str:
     return digest_of(manifest)
 
 
-def test_async_clients_push_the_same_blob_and_tag(client: httpx.Client, repo: str) -> None:
+def test_async_clients_push_the_same_blob_and_tag(
+    client: httpx.Client, api_registry: RegistryProcess, repo: str
+) -> None:
     async def race() -> set[str]:
-        async with httpx.AsyncClient(base_url=client.base_url, timeout=60) as async_client:
+        async with httpx.AsyncClient(
+            base_url=client.base_url, timeout=60, auth=admin_auth(api_registry)
+        ) as async_client:
             results = await asyncio.gather(
                 *(_push_async(async_client, repo, n) for n in range(CLIENTS))
             )
