@@ -162,7 +162,12 @@ def _report_file(
         facts.append(("serial", f"{cert.serial_number:X}"))
         facts.append(("SHA-256", fingerprint(cert)))
 
-        if position == 1 and ca is not None and ca_path is not None:
+        # A self-signed leaf (``registry certs token``'s token.crt) is its own trust
+        # anchor: no CA signs it and it serves no TLS, so neither check applies.
+        own_anchor = not is_ca_certificate(cert) and is_issued_by(cert, cert)
+        if own_anchor:
+            facts.append(("chain", "self-signed, its own trust anchor (a token signer)"))
+        elif position == 1 and ca is not None and ca_path is not None:
             if cert == ca:
                 facts.append(("chain", f"is the CA in {ca_path}"))
             elif is_issued_by(cert, ca):
@@ -178,7 +183,7 @@ def _report_file(
             key_facts, key_warnings = _key_pair(path, cert)
             facts.extend(key_facts)
             warnings.extend(key_warnings)
-        if hosts and _serves_tls(cert):
+        if hosts and _serves_tls(cert) and not own_anchor:
             missing = [host for host in hosts if not name_matches(host, sans)]
             if missing:
                 warnings.append(f"no Subject Alternative Name for {', '.join(missing)}")

@@ -245,3 +245,15 @@ def test_openssl_reads_the_pair(d: Path, capsys: pytest.CaptureFixture[str]) -> 
         ["openssl", "pkey", "-in", str(d / "token.key"), "-pubout"], capture_output=True, check=True
     ).stdout
     assert from_cert == from_key
+
+
+def test_show_takes_the_token_certificate_as_its_own_anchor(
+    d: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beside a CA, the self-signed token.crt is no problem for ``certs show`` (exit 0)."""
+    assert run(capsys, "init", "--dir", str(d))[0] == 0
+    assert run(capsys, "token", "--dir", str(d))[0] == 0
+    code, out, _ = run(capsys, "show", str(d), "--host", "registry.example.com")
+    assert code == 0, out
+    assert "self-signed, its own trust anchor" in out
+    assert "NOT signed" not in out
