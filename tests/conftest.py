@@ -55,6 +55,15 @@ class RegistryProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def log_with(self, text: str) -> str:
+        """The log once it holds ``text``: a request's access-log line follows its response."""
+        for _ in range(200):
+            log = self.log()
+            if text in log:
+                return log
+            time.sleep(0.05)
+        return self.log()
+
     def start(self, addr: str = "127.0.0.1:0") -> RegistryProcess:
         command = [sys.executable, "-m", "registry", "serve"]
         if self.use_config:

@@ -35,6 +35,7 @@ from ..config import TokenAuth, TokenService
 from ..errors import ErrorCode, RegistryError
 from .access import ACTIONS, CATALOG, REGISTRY, REPOSITORY, Access, parse_scopes
 from .controllers import quoted
+from .grant import name
 from .keys import KeyFileError, libtrust_key_id
 from .logins import Caller, Logins, parse_basic
 from .policy import Policy
@@ -212,17 +213,19 @@ class TokenIssuer:
 
     async def handle(self) -> Response:
         caller = Caller.of(request.scope)
+        user: str | None
         try:
             if request.method == "POST":
-                document = await self._post(caller)
+                user, document = await self._post(caller)
             else:
-                document = await self._get(caller)
+                user, document = await self._get(caller)
         except _RefusedError as refused:
             return self._refusal(refused)
+        name(request.scope, user)  # The access log names who got the token.
         body = json.dumps(document).encode()
         return Response(body, 200, self._headers())
 
-    async def _get(self, caller: Caller) -> dict[str, Any]:
+    async def _get(self, caller: Caller) -> tuple[str | None, dict[str, Any]]:
         args = request.args
         self._check_service(args.get("service"))
         user = None
@@ -237,9 +240,9 @@ class TokenIssuer:
         document = self.access_token(user, args.getlist("scope"))
         if user is not None and args.get("offline_token") == "true":
             document["refresh_token"] = self.refresh_token(user)
-        return document
+        return user, document
 
-    async def _post(self, caller: Caller) -> dict[str, Any]:
+    async def _post(self, caller: Caller) -> tuple[str, dict[str, Any]]:
         raw = bytearray()
         async for chunk in request.body:
             raw += chunk
@@ -270,7 +273,7 @@ class TokenIssuer:
         document["scope"] = " ".join(scopes)
         if field("access_type") == "offline":
             document["refresh_token"] = self.refresh_token(user)
-        return document
+        return user, document
 
     def _headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "Cache-Control": "no-store"}
