@@ -648,6 +648,18 @@ def _check_keys(flat: Mapping[str, object], origin: Mapping[str, str], warnings:
         raise ConfigError(f"{key}: unknown configuration key{f' ({source})' if source else ''}")
 
 
+def _scheme_by_name(flat: dict[str, object], origin: dict[str, str]) -> None:
+    """``REGISTRY_AUTH=htpasswd`` (registry:2's deployment recipe) names the scheme whose
+    settings the other variables give: the same as an empty ``auth.htpasswd`` section."""
+    scheme = flat.get("auth")
+    if isinstance(scheme, str) and re.fullmatch(r"[a-z]+", scheme):
+        source = origin.pop("auth", "")
+        del flat["auth"]
+        if not any(key.startswith(f"auth.{scheme}.") for key in flat):
+            flat[f"auth.{scheme}"] = {}
+            origin[f"auth.{scheme}"] = source
+
+
 def load_config(
     path: str | None = None,
     environ: Mapping[str, str] | None = None,
@@ -667,6 +679,7 @@ def load_config(
     for key, value in (flags or {}).items():
         flat[key] = value
         origin[key] = "command line"
+    _scheme_by_name(flat, origin)
     warnings: list[str] = []
     _check_keys(flat, origin, warnings)
     values: dict[str, Any] = {}

@@ -19,13 +19,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt import PyJWK, PyJWKError
+from jwt import PyJWK, PyJWTError
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 #: The JWS algorithms each kind of key can verify (never "none").
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC_ALGORITHMS = {"P-256": ("ES256",), "P-384": ("ES384",), "P-521": ("ES512",)}
+_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ALL_ALGORITHMS = (*RSA_ALGORITHMS, "ES256", "ES384", "ES512", "EdDSA", *HMAC_ALGORITHMS)
 
@@ -55,7 +56,9 @@ def jwk_members(key: Any) -> dict[str, str]:
         numbers = key.public_numbers()
         return {"e": _uint(numbers.e), "kty": "RSA", "n": _uint(numbers.n)}
     if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        curve = _EC_CURVES.get(key.curve.name)
+        if curve is None:
+            raise TypeError(f"not a curve tokens use: {key.curve.name}")
         size = (key.curve.key_size + 7) // 8
         point = key.public_numbers()
         return {
@@ -82,7 +85,7 @@ def algorithms_for(key: Any) -> tuple[str, ...]:
     if isinstance(key, rsa.RSAPublicKey):
         return RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return EC_ALGORITHMS.get(jwk_members(key)["crv"], ())
+        return EC_ALGORITHMS.get(_EC_CURVES.get(key.curve.name, ""), ())
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return ("EdDSA",)
     if isinstance(key, bytes):
@@ -138,8 +141,10 @@ def load_jwks(path: str) -> dict[str, Any]:
             raise KeyFileError(f"{path}: keys[{index}]: a secret (oct) key needs a kid")
         try:
             key = PyJWK.from_dict(entry).key
-        except (PyJWKError, ValueError, TypeError) as error:
+        except (PyJWTError, ValueError, TypeError) as error:
             raise KeyFileError(f"{path}: keys[{index}]: {error}") from None
+        if not algorithms_for(key):
+            continue  # A kind of key tokens are not signed with here (secp256k1): as the bundle.
         kid = entry.get("kid")
         if not isinstance(kid, str) or not kid:
             kid = thumbprint(key)

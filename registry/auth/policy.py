@@ -2,7 +2,9 @@
 
 Permissions add up: a caller gets the union of the defaults and of every rule
 that names them and matches the repository. There is no deny rule, so the
-order of rules never matters. Without an ``access`` section the policy is
+order of rules never matters, and signing in never takes a right away: what
+anonymous callers may do, every signed-in user may do too (Docker sends its
+credentials with every request once logged in). Without an ``access`` section the policy is
 registry:2's: a signed-in user may do everything, an anonymous caller nothing.
 
 Patterns: ``*`` matches within one path component, ``**`` across components
@@ -64,8 +66,11 @@ class _Rule:
         )
 
     def names(self, user: str | None, groups: frozenset[str]) -> bool:
+        """Whether the rule applies; what anonymous callers may do, signed-in users may too."""
+        if self.anonymous:
+            return True
         if user is None:
-            return self.anonymous
+            return False
         return user in self.users or "*" in self.users or not self.groups.isdisjoint(groups)
 
 
@@ -94,7 +99,7 @@ class Policy:
         """The actions ``user`` (None: anonymous) may take on ``repository``."""
         if user is not None and user in self._admins:
             return EVERYTHING
-        allowed = set(self._anonymous if user is None else self._authenticated)
+        allowed = set(self._anonymous if user is None else self._anonymous | self._authenticated)
         groups = self._groups.get(user or "", NOTHING)
         for rule in self._rules:
             if rule.names(user, groups) and rule.pattern.fullmatch(repository):

@@ -26,12 +26,14 @@ MAX_REMEMBERED = 1024
 #: Checked against when the user does not exist, so that costs what a wrong password
 #: costs (a cost-10 hash of random bytes nobody kept; never accepted either way).
 _DUMMY_HASH = "$2b$10$J.vuiT27mZ/cS3Q7Y2kWz.HSHcufc1G1q2cIxEAG4VL4fiaEQOqGK"
+#: The stat key before the first read: unlike None (a missing file), it matches no file.
+_UNREAD = (-1, -1, -1, -1)
 
 
 class UserFile:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._stat: tuple[int, int, int, int] | None = None
+        self._stat: tuple[int, int, int, int] | None = _UNREAD
         self._users: Mapping[str, str] = {}
         self._secret = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, str] = OrderedDict()
@@ -47,7 +49,7 @@ class UserFile:
         current = htpasswd.stat_key(self.path)
         if current == self._stat:
             return self._users
-        first = self._stat is None
+        first = self._stat == _UNREAD
         self._stat = current
         try:
             self._users = htpasswd.read(self.path).users
