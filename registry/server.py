@@ -293,6 +293,10 @@ def serve(
         raise ServerError(
             f"http.addr: cannot listen on {config.http.addr}: {error.strerror}"
         ) from None
+    # Listen now, not when a worker starts: a client that connects as soon as the
+    # address is announced waits in the backlog instead of being refused.
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(hconfig.backlog)
     urls = _bound_urls(sockets)
     count = worker_count(config)
     if ready is not None:
