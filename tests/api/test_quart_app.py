@@ -7,10 +7,14 @@ The server puts NativeReads in front of Quart for manifest and blob reads;
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 from registry.app import create_app
 from registry.config import load_config
 from registry.storage.driver.inmemory import InMemoryDriver
+from tests.access import USERS, basic, htpasswd_config
 from tests.pushing import OCI_MANIFEST, digest_of, image_manifest
 
 
@@ -51,3 +55,23 @@ async def test_reads_through_quart_alone() -> None:
     missing = await client.get("/v2/quart/alone/manifests/v2")
     assert missing.status_code == 404
     assert json.loads(await missing.get_data())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+async def test_with_access_control_the_app_alone_refuses_everything(tmp_path: Path) -> None:
+    """Served without the access guard in front (another ASGI server, a test), the app
+    fails closed: nothing is served, rather than everything to anyone."""
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"version": 0.1, **htpasswd_config(tmp_path)}))
+    app = create_app(load_config(str(path), environ={}), driver=InMemoryDriver())
+    client = app.test_client()
+    auth = {"Authorization": basic("admin", USERS["admin"])}
+    for method, url in (
+        ("GET", "/v2/"),
+        ("GET", "/v2/_catalog"),
+        ("GET", "/v2/a/tags/list"),
+        ("GET", "/v2/a/manifests/latest"),
+        ("HEAD", f"/v2/a/blobs/{digest_of(b'x')}"),
+        ("POST", "/v2/a/blobs/uploads/"),
+    ):
+        response = await client.open(url, method=method, headers=auth)
+        assert response.status_code == 401, (method, url)
