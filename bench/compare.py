@@ -1,6 +1,7 @@
 """Side by side with Debian's Go registry (distribution 2.8.2), in one run, as ratios.
 
     python bench/compare.py [--size-mib 256] [--duration 5] [--rounds 3] [--workers 0]
+                            [--auth none|htpasswd|token]
 
 Measures, for each registry in turn (interleaved, best of ``--rounds``):
 blob upload MB/s (monolithic PUT of a ``--size-mib`` blob with curl), blob
@@ -8,6 +9,11 @@ download MB/s (curl), manifest GET by tag requests/s with wrk at concurrency 1
 and 32. Both registries run with log level warn and access logs off (on with
 ``--access-log``, written to a file as a service would). The
 clients (curl, wrk) share the machine's cores with the servers, equally.
+
+``--auth htpasswd``: both check Basic credentials (one bcrypt htpasswd file,
+cost 10) on every request. ``--auth token``: both check a bearer token that
+our built-in token service issued (ES256, libtrust ``kid``), the Go registry
+through the same ``rootcertbundle``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import Server, go, ours, workdir
+from bench.servers import Server, free_port, go, ours, workdir
+from registry.auth import htpasswd
+from tests.access import basic
 from tests.pushing import push_image
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
@@ -56,8 +64,10 @@ def curl_seconds(args: list[str]) -> float:
     return float(seconds)
 
 
-def upload_mbps(server: Server, blob: Path, digest: str, repo: str) -> float:
-    started = httpx.post(f"{server.url}/v2/{repo}/blobs/uploads/")
+def upload_mbps(
+    server: Server, blob: Path, digest: str, repo: str, headers: dict[str, str]
+) -> float:
+    started = httpx.post(f"{server.url}/v2/{repo}/blobs/uploads/", headers=headers)
     location = started.headers["Location"]
     if location.startswith("/"):
         location = server.url + location
@@ -68,17 +78,25 @@ def upload_mbps(server: Server, blob: Path, digest: str, repo: str) -> float:
             str(blob),
             "-H",
             "Content-Type: application/octet-stream",
+            *_curl_headers(headers),
             f"{location}{separator}digest={digest}",
         ]
     )
     return blob.stat().st_size / seconds / 1e6
 
 
-def download_mbps(server: Server, digest: str, size: int, repo: str) -> float:
-    return size / curl_seconds([f"{server.url}/v2/{repo}/blobs/{digest}"]) / 1e6
+def _curl_headers(headers: dict[str, str]) -> list[str]:
+    return [item for name, value in headers.items() for item in ("-H", f"{name}: {value}")]
 
 
-def wrk_rps(url: str, connections: int, duration: int) -> float:
+def download_mbps(
+    server: Server, digest: str, size: int, repo: str, headers: dict[str, str]
+) -> float:
+    url = f"{server.url}/v2/{repo}/blobs/{digest}"
+    return size / curl_seconds([*_curl_headers(headers), url]) / 1e6
+
+
+def wrk_rps(url: str, connections: int, duration: int, headers: dict[str, str]) -> float:
     threads = 1 if connections == 1 else 2
     result = subprocess.run(
         [
@@ -88,6 +106,7 @@ def wrk_rps(url: str, connections: int, duration: int) -> float:
             f"-d{duration}s",
             "-H",
             f"Accept: {ACCEPT}",
+            *_curl_headers(headers),
             url,
         ],
         capture_output=True,
@@ -102,17 +121,67 @@ def wrk_rps(url: str, connections: int, duration: int) -> float:
     return float(found.group(1))
 
 
-def measure(server: Server, blob: Path, digest: str, duration: int) -> dict[str, float]:
-    repo = "bench/image"
-    with httpx.Client(base_url=server.url) as client:
-        push_image(client, repo, "latest")
+REPO = "bench/image"
+USER, PASSWORD = "bench", "bench-password"
+SERVICE = "registry-bench"
+
+
+def access_config(
+    mode: str, folder: Path, port: int
+) -> tuple[dict[str, object], dict[str, object]]:
+    """(ours, go) config sections for ``--auth``; both trust the same files."""
+    if mode == "none":
+        return {}, {}
+    users = folder / "htpasswd"
+    htpasswd.write(
+        users, htpasswd.Htpasswd((), {}).with_user(USER, htpasswd.hash_password(PASSWORD))
+    )
+    if mode == "htpasswd":
+        section = {"auth": {"htpasswd": {"realm": "bench", "path": str(users)}}}
+        return section, section
+    from tools.certs import ensure_token_key
+
+    files = ensure_token_key(folder / "certs")
+    token = {
+        "realm": f"http://127.0.0.1:{port}/token",
+        "service": SERVICE,
+        "issuer": "registry-bench-issuer",
+        "rootcertbundle": str(files.cert),
+    }
+    ours_section = {
+        "auth": {"token": token},
+        "access": {"tokenservice": {"key": str(files.key), "htpasswd": str(users)}},
+    }
+    return ours_section, {"auth": {"token": token}}
+
+
+def credentials(mode: str, ours_url: str) -> dict[str, str]:
+    """The Authorization header every request carries."""
+    if mode == "none":
+        return {}
+    if mode == "htpasswd":
+        return {"Authorization": basic(USER, PASSWORD)}
+    reply = httpx.get(
+        f"{ours_url}/token",
+        params={"service": SERVICE, "scope": f"repository:{REPO}:pull,push"},
+        auth=(USER, PASSWORD),
+    )
+    reply.raise_for_status()
+    return {"Authorization": f"Bearer {reply.json()['token']}"}
+
+
+def measure(
+    server: Server, blob: Path, digest: str, duration: int, headers: dict[str, str]
+) -> dict[str, float]:
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        push_image(client, REPO, "latest")
     size = blob.stat().st_size
-    manifest_url = f"{server.url}/v2/{repo}/manifests/latest"
+    manifest_url = f"{server.url}/v2/{REPO}/manifests/latest"
     result = {
-        "upload_MBps": upload_mbps(server, blob, digest, repo),
-        "download_MBps": download_mbps(server, digest, size, repo),
-        "manifest_get_rps_c1": wrk_rps(manifest_url, 1, duration),
-        "manifest_get_rps_c32": wrk_rps(manifest_url, 32, duration),
+        "upload_MBps": upload_mbps(server, blob, digest, REPO, headers),
+        "download_MBps": download_mbps(server, digest, size, REPO, headers),
+        "manifest_get_rps_c1": wrk_rps(manifest_url, 1, duration, headers),
+        "manifest_get_rps_c32": wrk_rps(manifest_url, 32, duration, headers),
     }
     return result
 
@@ -124,6 +193,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="our workers (0: one per CPU)")
     parser.add_argument("--access-log", action="store_true", help="both log every request")
+    parser.add_argument(
+        "--auth",
+        choices=("none", "htpasswd", "token"),
+        default="none",
+        help="both registries check credentials on every request",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     for tool in ("curl", "wrk"):
@@ -133,16 +208,19 @@ def main() -> int:
     try:
         blob = folder / "blob"
         digest = make_blob(blob, args.size_mib * 1024 * 1024)
+        port = free_port()
+        ours_extra, go_extra = access_config(args.auth, folder, port)
         servers = [
-            ours(folder, workers=args.workers, access_log=args.access_log).start(),
-            go(folder, access_log=args.access_log).start(),
+            ours(folder, args.workers, args.access_log, ours_extra, port).start(),
+            go(folder, access_log=args.access_log, extra=go_extra).start(),
         ]
+        headers = credentials(args.auth, servers[0].url)
         best: dict[str, dict[str, float]] = {server.name: {} for server in servers}
         peak_rss: dict[str, int] = {server.name: 0 for server in servers}
         try:
             for round_number in range(args.rounds):
                 for server in servers:
-                    figures = measure(server, blob, digest, args.duration)
+                    figures = measure(server, blob, digest, args.duration, headers)
                     print(
                         f"round {round_number + 1} {server.name}: {json.dumps(figures)}", flush=True
                     )
@@ -154,7 +232,10 @@ def main() -> int:
                 server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"\nbest of {args.rounds} rounds, {args.size_mib} MiB blob, wrk {args.duration}s:")
+    print(
+        f"\nbest of {args.rounds} rounds, {args.size_mib} MiB blob, wrk {args.duration}s, "
+        f"auth {args.auth}:"
+    )
     print(f"{'measure':<24}{'ours':>12}{'go 2.8.2':>12}{'ours/go':>10}")
     for key in best["ours"]:
         mine, theirs = best["ours"][key], best["go"][key]

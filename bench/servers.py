@@ -44,7 +44,8 @@ class Server:
         log.close()
         for _ in range(400):
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                # 401: up, and asking for credentials (access control on).
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -91,8 +92,15 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def ours(workdir: Path, workers: int = 0, access_log: bool = False) -> Server:
-    port = free_port()
+def ours(
+    workdir: Path,
+    workers: int = 0,
+    access_log: bool = False,
+    extra: dict[str, object] | None = None,
+    port: int = 0,
+) -> Server:
+    """Our registry; ``extra`` adds config sections (``auth``, ``access``)."""
+    port = port or free_port()
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
@@ -101,6 +109,7 @@ def ours(workdir: Path, workers: int = 0, access_log: bool = False) -> Server:
             "delete": {"enabled": True},
         },
         "http": {"addr": f"127.0.0.1:{port}", "workers": workers},
+        **(extra or {}),
     }
     path = workdir / "ours.yml"
     path.write_text(yaml.safe_dump(config))
@@ -109,7 +118,7 @@ def ours(workdir: Path, workers: int = 0, access_log: bool = False) -> Server:
     )
 
 
-def go(workdir: Path, access_log: bool = False) -> Server:
+def go(workdir: Path, access_log: bool = False, extra: dict[str, object] | None = None) -> Server:
     binary = shutil.which("docker-registry")
     if binary is None:
         raise SystemExit("docker-registry not found: apt-get install docker-registry")
@@ -122,6 +131,7 @@ def go(workdir: Path, access_log: bool = False) -> Server:
             "delete": {"enabled": True},
         },
         "http": {"addr": f"127.0.0.1:{port}"},
+        **(extra or {}),
     }
     path = workdir / "go.yml"
     path.write_text(yaml.safe_dump(config))
