@@ -258,3 +258,33 @@ def test_broken_cipher_suites_are_refused(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, f"version: 0.1\nhttp:\n  tls:\n    ciphersuites: [{name}]\n")
     with pytest.raises(ConfigError, match=rf"http\.tls\.ciphersuites: {name} is broken"):
         load_config(path, environ={})
+
+
+def _uncommented(text: str, start: str, stop: str | None = None) -> str:
+    """The commented block from the line ``start`` to before ``stop``, as YAML."""
+    lines = text.splitlines()
+    first = next(n for n, line in enumerate(lines) if line.startswith(start))
+    last = next(
+        (n for n, line in enumerate(lines) if stop and n > first and line.startswith(stop)),
+        len(lines),
+    )
+    return "\n".join(line[2:] for line in lines[first:last] if line.startswith("# ")) + "\n"
+
+
+def test_example_access_sections_load_as_documented(tmp_path: Path) -> None:
+    """The commented auth and access sections of config.example.yaml are valid as written."""
+    text = EXAMPLE.read_text()
+    basic = _uncommented(text, "# auth:", "#   token:")
+    rules = _uncommented(text, "# access:", "#   tokenservice:")
+    config = load_config(write(tmp_path, "version: 0.1\n" + basic + rules), environ={})
+    assert config.auth.htpasswd is not None
+    assert config.access.policy is not None
+    assert config.access.policy.groups == {"developers": ("alice", "bob")}
+    token = _uncommented(text, "#   token:", "# access:")
+    service = _uncommented(text, "#   tokenservice:")
+    document = "version: 0.1\nauth:\n" + token + "access:\n" + service
+    config = load_config(write(tmp_path, document), environ={})
+    assert config.auth.token is not None and config.auth.token.autoredirect is False
+    assert config.access.tokenservice is not None
+    assert config.access.tokenservice.refreshexpiration == 720 * 3600
+    assert config.access.logins.delay == 1.0
