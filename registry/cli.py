@@ -160,8 +160,10 @@ def _warn_clear_text(config: Config, urls: list[str]) -> None:
         return
     exposed = [url for url in urls if url.startswith("http://") and not _loopback(url)]
     token = config.auth.token
-    if token is not None and token.realm.startswith("http://") and not _loopback(token.realm):
-        exposed.append(f"the token realm {token.realm}")
+    # With autoredirect the realm follows the scheme and Host the client used.
+    realm = token.realm if token is not None and not token.autoredirect else ""
+    if realm.startswith("http://") and not _loopback(realm):
+        exposed.append(f"the token realm {realm}")
     if exposed:
         log.warning(
             "auth: passwords and tokens would cross the network in clear text on %s; serve "
