@@ -64,6 +64,11 @@ class DeniedError(RegistryError):
         self.user = user
 
 
+#: An empty user name and password, what containers/image (podman, skopeo, buildah, CRI-O)
+#: answers a Basic challenge with when it has no credentials: an anonymous caller.
+NO_CREDENTIALS = "Og=="  # base64 of ":"
+
+
 class BasicAccess:
     """``auth.htpasswd``: Basic credentials checked against the file, then the policy."""
 
@@ -74,7 +79,7 @@ class BasicAccess:
 
     async def authorize(self, caller: Caller, need: Need) -> Grant:
         user = None
-        if caller.authorization is not None:
+        if caller.authorization is not None and caller.credentials("Basic") != NO_CREDENTIALS:
             value = caller.credentials("Basic")
             pair = parse_basic(value) if value is not None else None
             if pair is None:
