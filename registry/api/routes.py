@@ -144,11 +144,13 @@ def need_of(rest: str, method: str, query: bytes) -> Need | None:
     name = arguments["name"]
     if not _valid_name(name):
         return Need(login=True)  # The handler answers NAME_INVALID, to signed-in callers only.
-    optional: tuple[Access, ...] = ()
+    # A push asks for pull too, as registry:2's challenge does (clients read blobs back
+    # while pushing), without requiring it.
+    optional: tuple[Access, ...] = (Access(REPOSITORY, name, PULL),) if action == PUSH else ()
     if route.name == "blob-upload" and b"from=" in query:
         source = parse_qs(query.decode("latin-1")).get("from", [""])[0]
         if _valid_name(source):
-            optional = (Access(REPOSITORY, source, PULL),)
+            optional += (Access(REPOSITORY, source, PULL),)
     return Need(required=(Access(REPOSITORY, name, action),), optional=optional)
 
 

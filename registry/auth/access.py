@@ -44,12 +44,15 @@ class Need:
 
 
 def format_scope(accesses: Iterable[Access]) -> str:
-    """``repository:a:pull,push repository:b:pull``: one entry per resource, in order."""
+    """``repository:a:pull,push repository:b:pull``: one entry per resource, in order,
+    its actions in the usual order (pull, push, delete)."""
     grouped: dict[tuple[str, str], list[str]] = {}
     for access in accesses:
         actions = grouped.setdefault((access.type, access.name), [])
         if access.action not in actions:
             actions.append(access.action)
+    for actions in grouped.values():
+        actions.sort(key=lambda action: ACTIONS.index(action) if action in ACTIONS else 3)
     return " ".join(
         f"{kind}:{name}:{','.join(actions)}" for (kind, name), actions in grouped.items()
     )

@@ -131,7 +131,7 @@ def test_format_keeps_types_apart_and_host_port_names() -> None:
         Access("registry", "catalog", PULL),
     ]
     assert format_scope(accesses) == (
-        "registry:catalog:*,pull repository:localhost:5000/app:delete"
+        "registry:catalog:pull,* repository:localhost:5000/app:delete"
     )
     assert format_scope([]) == ""
 
@@ -154,5 +154,6 @@ def test_need_wants_the_required_then_the_optional() -> None:
         optional=(Access(REPOSITORY, "source", PULL),),
     )
     assert mount.wanted == mount.required + mount.optional
-    assert format_scope(mount.wanted) == "repository:target:push,pull repository:source:pull"
+    # Actions in the usual order, whatever order they were needed in.
+    assert format_scope(mount.wanted) == "repository:target:pull,push repository:source:pull"
     assert Need(login=True).wanted == ()
