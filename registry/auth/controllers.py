@@ -79,8 +79,8 @@ class BasicAccess:
 
     async def authorize(self, caller: Caller, need: Need) -> Grant:
         user = None
-        if caller.authorization is not None and caller.credentials("Basic") != NO_CREDENTIALS:
-            value = caller.credentials("Basic")
+        value = caller.credentials("Basic")
+        if caller.authorization is not None and value != NO_CREDENTIALS:
             pair = parse_basic(value) if value is not None else None
             if pair is None:
                 raise unauthorized(self.challenge, need, "expected Basic credentials")
