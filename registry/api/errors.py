@@ -16,6 +16,7 @@ from ..storage.errors import (
     ManifestUnknownError,
     RepositoryUnknownError,
     SizeMismatchError,
+    UploadBusyError,
     UploadRangeError,
     UploadUnknownError,
 )
@@ -42,6 +43,8 @@ ERROR_CODES: tuple[tuple[type[Exception], ErrorCode, Callable[[Exception], objec
         lambda e: {"upload": getattr(e, "upload_id", "")},
     ),
     (UploadRangeError, ErrorCode.RANGE_INVALID, _detail),
+    # As for a chunk out of order: the client asks the session's status and resumes.
+    (UploadBusyError, ErrorCode.RANGE_INVALID, _detail),
     (DigestMismatchError, ErrorCode.DIGEST_INVALID, _detail),
     (SizeMismatchError, ErrorCode.SIZE_INVALID, _detail),
     (ManifestInvalidError, ErrorCode.MANIFEST_INVALID, _detail),

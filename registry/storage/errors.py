@@ -40,6 +40,16 @@ class UploadRangeError(StorageError):
         self.received = received
 
 
+class UploadBusyError(StorageError):
+    """Another request kept writing the session for longer than one may wait."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(
+            f"another request is writing upload {upload_id}; ask its status and go on from there"
+        )
+        self.upload_id = upload_id
+
+
 class DigestMismatchError(StorageError):
     def __init__(self, expected: str, actual: str) -> None:
         super().__init__(f"digest {actual} does not match {expected}")

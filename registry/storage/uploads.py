@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterable
@@ -24,10 +25,11 @@ from datetime import UTC, datetime
 from ..reference import Digest
 from . import paths
 from .blobs import BlobInfo, BlobStore, LinkedBlobs, exists
-from .driver import FileWriter, PathNotFoundError, StorageDriver
+from .driver import BusyError, FileWriter, PathNotFoundError, StorageDriver
 from .errors import (
     DigestMismatchError,
     SizeMismatchError,
+    UploadBusyError,
     UploadRangeError,
     UploadUnknownError,
 )
@@ -36,7 +38,11 @@ from .errors import (
 WRITE_BUFFER = 1024 * 1024
 #: Hashers kept per process; one for each upload in flight is plenty.
 MAX_HASHERS = 256
+#: Longest a request waits for another one writing the same upload session.
+LOCK_WAIT = 60.0
 _UPLOAD_ID_LENGTH = 36
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,14 @@ def valid_upload_id(upload_id: str) -> bool:
         return False
 
 
+async def _rollback(writer: FileWriter) -> None:
+    """Take back a failed chunk; a failure to do so is logged, the first error stands."""
+    try:
+        await writer.rollback()
+    except Exception:
+        log.exception("could not take back a failed chunk of an upload")
+
+
 async def _hash_file(
     driver: StorageDriver, path: str, hasher: hashlib._Hash, offset: int, length: int
 ) -> None:
@@ -117,6 +131,29 @@ class Uploads:
             raise UploadUnknownError(upload_id) from None
         return UploadSession(self.name, upload_id, info.size)
 
+    async def _open(self, upload_id: str) -> FileWriter:
+        """The session's file, for this request alone: another writer is waited for.
+
+        Requests writing one session run one after the other, whichever worker
+        or instance they reach; one that waits longer than LOCK_WAIT is refused.
+        """
+        if not valid_upload_id(upload_id):
+            raise UploadUnknownError(upload_id)
+        path = paths.upload_data(self.name, upload_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT
+        pause = 0.005
+        while True:
+            try:
+                return await self.driver.writer(path, append=True)
+            except PathNotFoundError:
+                raise UploadUnknownError(upload_id) from None  # Completed or cancelled.
+            except BusyError:
+                if loop.time() >= deadline:
+                    raise UploadBusyError(upload_id) from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
     async def append(
         self,
         upload_id: str,
@@ -125,36 +162,45 @@ class Uploads:
         start: int | None = None,
         length: int | None = None,
     ) -> UploadSession:
-        """Stream a chunk onto the session; ``start`` is checked against its size."""
-        session = await self.status(upload_id)
-        if start is not None and start != session.size:
-            raise UploadRangeError(session.size, start)
-        path = paths.upload_data(self.name, upload_id)
+        """Stream a chunk onto the session: all of it, or (on any failure) none of it."""
+        writer = await self._open(upload_id)
         try:
-            writer = await self.driver.writer(path, append=True)
-        except PathNotFoundError:
-            raise UploadUnknownError(upload_id) from None  # Completed or cancelled meanwhile.
+            return await self._append(writer, upload_id, body, start, length)
+        finally:
+            await writer.close()
+
+    async def _append(
+        self,
+        writer: FileWriter,
+        upload_id: str,
+        body: AsyncIterable[bytes],
+        start: int | None,
+        length: int | None,
+    ) -> UploadSession:
+        if start is not None and start != writer.size:
+            raise UploadRangeError(writer.size, start)
+        path = paths.upload_data(self.name, upload_id)
         hasher = self.hashers.take(upload_id)
+        if hasher.offset > writer.size:
+            hasher = _Hasher(0, hashlib.sha256())  # Ahead of a file rolled back elsewhere.
         if hasher.offset < writer.size:
             # Another worker took the chunks since this hasher's offset: hash them from disk.
             await _hash_file(
                 self.driver, path, hasher.hash, hasher.offset, writer.size - hasher.offset
             )
             hasher.offset = writer.size
-        received = 0
         try:
             received = await self._write(writer, hasher, body)
+            if length is not None and received != length:
+                raise SizeMismatchError(length, received)
             await writer.commit()
         except BaseException:
-            # What reached the file is kept (the offset says how much); the
-            # hasher may be ahead of the file, so it is forgotten.
-            await writer.close()
+            # The client is told this chunk failed (or is gone): the session keeps
+            # its previous length, and the hasher, now ahead of it, is forgotten.
+            await _rollback(writer)
             raise
-        await writer.close()
         if hasher.offset == writer.size:
             self.hashers.put(upload_id, hasher)
-        if length is not None and received != length:
-            raise SizeMismatchError(length, received)
         return UploadSession(self.name, upload_id, writer.size)
 
     async def _write(self, writer: FileWriter, hasher: _Hasher, body: AsyncIterable[bytes]) -> int:
@@ -201,26 +247,37 @@ class Uploads:
         start: int | None = None,
         length: int | None = None,
     ) -> BlobInfo:
-        """Append the last chunk, verify the digest, move into the store, link, clean up."""
-        if body is not None:
-            session = await self.append(upload_id, body, start=start, length=length)
-        else:
-            session = await self.status(upload_id)
+        """Append the last chunk, verify the digest, move into the store, link, clean up.
+
+        All under the session's writer, so no chunk can slip in between the digest
+        check and the move; a failure before the move leaves the session as it was.
+        """
+        writer = await self._open(upload_id)
         data_path = paths.upload_data(self.name, upload_id)
         try:
-            actual = await self._digest(upload_id, data_path, session.size, digest.algorithm)
-            if actual != digest:
-                raise DigestMismatchError(str(digest), str(actual))
-            if await exists(self.driver, paths.blob_data(digest)):
-                pass  # Same content pushed before: keep the stored copy.
-            else:
-                await self.driver.move(data_path, paths.blob_data(digest))
-        except PathNotFoundError:
-            # Completed or cancelled meanwhile, by another request or another worker.
-            raise UploadUnknownError(upload_id) from None
+            if body is not None:
+                await self._append(writer, upload_id, body, start, length)
+            size = writer.size
+            try:
+                actual = await self._digest(upload_id, data_path, size, digest.algorithm)
+                if actual != digest:
+                    raise DigestMismatchError(str(digest), str(actual))
+            except PathNotFoundError:
+                raise UploadUnknownError(upload_id) from None  # Cancelled meanwhile.
+            except BaseException:
+                await _rollback(writer)
+                raise
+            try:
+                if not await exists(self.driver, paths.blob_data(digest)):
+                    await self.driver.move(data_path, paths.blob_data(digest))
+                # Else: the same content was pushed before; the stored copy stays.
+            except PathNotFoundError:
+                raise UploadUnknownError(upload_id) from None  # Cancelled meanwhile.
+        finally:
+            await writer.close()
         await self.linked.link(digest)
         await self.cancel(upload_id)
-        return BlobInfo(digest, session.size)
+        return BlobInfo(digest, size)
 
     async def _digest(self, upload_id: str, path: str, size: int, algorithm: str) -> Digest:
         if algorithm != "sha256":

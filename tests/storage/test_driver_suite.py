@@ -16,6 +16,7 @@ import pytest
 
 from registry.storage.driver import (
     CHUNK_SIZE,
+    BusyError,
     InvalidOffsetError,
     InvalidPathError,
     PathNotFoundError,
@@ -870,3 +871,48 @@ async def test_write_parts_after_short_writes(
     await writer.commit()
     await writer.close()
     assert await driver.get_content(path) == b"".join(pieces)
+
+
+# One appender at a time; a writer can take back what it wrote
+
+
+async def test_one_appender_at_a_time(driver: StorageDriver) -> None:
+    path = "/suite/append/locked"
+    await driver.put_content(path, b"start")
+    first = await driver.writer(path, append=True)
+    with pytest.raises(BusyError):
+        await driver.writer(path, append=True)
+    await first.write(b"+one")
+    await first.commit()
+    await first.close()
+    second = await driver.writer(path, append=True)  # Free again once closed.
+    await second.write(b"+two")
+    await second.commit()
+    await second.close()
+    assert await driver.get_content(path) == b"start+one+two"
+
+
+async def test_rollback_takes_back_what_the_writer_wrote(driver: StorageDriver) -> None:
+    path = "/suite/append/rollback"
+    await driver.put_content(path, b"kept")
+    writer = await driver.writer(path, append=True)
+    await writer.write(b"x" * 3 * CHUNK_SIZE)
+    await writer.write_parts([b"y" * 10, b"z" * 10])
+    await writer.rollback()
+    assert writer.size == 4
+    await writer.close()
+    assert await driver.get_content(path) == b"kept"
+    assert (await driver.stat(path)).size == 4
+
+
+async def test_an_appender_of_a_moved_file_never_writes_into_it(driver: StorageDriver) -> None:
+    """Moved away (an upload committed into a blob) while another writer waited: that
+    writer gets PathNotFoundError, never the moved file."""
+    path, moved = "/suite/append/session", "/suite/append/blob"
+    await driver.put_content(path, b"committed bytes")
+    holder = await driver.writer(path, append=True)
+    await driver.move(path, moved)
+    await holder.close()
+    with pytest.raises(PathNotFoundError):
+        await driver.writer(path, append=True)
+    assert await driver.get_content(moved) == b"committed bytes"

@@ -8,12 +8,14 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
 from registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from registry.reference import Digest, InvalidReferenceError
 from registry.storage import Store, paths
+from registry.storage import uploads as uploads_module
 from registry.storage.catalog import page
 from registry.storage.driver import PathNotFoundError, StorageDriver
 from registry.storage.errors import (
@@ -24,6 +26,7 @@ from registry.storage.errors import (
     ManifestUnknownError,
     RepositoryUnknownError,
     SizeMismatchError,
+    UploadBusyError,
     UploadRangeError,
     UploadUnknownError,
 )
@@ -1175,20 +1178,22 @@ async def reading(held: HeldReads, task: asyncio.Task[object]) -> None:
         pytest.fail(f"the completion ended without reading the session: {task.result()!r}")
 
 
-async def test_completion_racing_a_completion_elsewhere(driver: StorageDriver) -> None:
-    """The session is completed by another worker while this one is about to hash it."""
+async def test_completions_of_one_session_run_one_after_the_other(driver: StorageDriver) -> None:
+    """Completed by two workers at once: the second waits for the first, then finds it done."""
     data = b"raced " * 1000
     digest = digest_of(data)
     session = await Store(driver).repository("a").uploads.start()
     await Store(driver).repository("a").uploads.append(session.id, body(data))
     held = HeldReads(driver, paths.upload_data("a", session.id))
-    late = asyncio.create_task(Store(held).repository("a").uploads.complete(session.id, digest))
-    await reading(held, late)
-    info = await Store(driver).repository("a").uploads.complete(session.id, digest)
-    assert info.digest == digest
+    first = asyncio.create_task(Store(held).repository("a").uploads.complete(session.id, digest))
+    await reading(held, first)
+    second = asyncio.create_task(Store(driver).repository("a").uploads.complete(session.id, digest))
+    await asyncio.sleep(0.2)
+    assert not second.done()  # Waiting for the first one's writer.
     held.release.set()
+    assert (await first).digest == digest
     with pytest.raises(UploadUnknownError):
-        await late
+        await second
     assert await read_blob(Store(driver), digest) == data
     assert await upload_ids(driver, "a") == []
 
@@ -1219,3 +1224,85 @@ async def test_upload_of_many_small_pieces(store: Store) -> None:
     info = await repo.uploads.complete(session.id, digest_of(data), body(*pieces[100:]))
     assert info.size == len(data)
     assert await read_blob(store, info.digest) == data
+
+
+# Upload sessions: one writer at a time, every chunk whole or not at all
+
+
+async def test_concurrent_chunks_are_serialised_and_all_kept(store: Store) -> None:
+    """20 chunks sent at once to one session: each is either refused or kept whole."""
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    chunks = [bytes([n]) * (64 * 1024 + n) for n in range(20)]
+
+    async def send(chunk: bytes) -> int:
+        async def trickle() -> AsyncIterator[bytes]:
+            for start in range(0, len(chunk), 4096):
+                await asyncio.sleep(0)  # Let the others in, as a network would.
+                yield chunk[start : start + 4096]
+
+        done = await repo.uploads.append(session.id, trickle())
+        return done.size
+
+    await asyncio.gather(*(send(chunk) for chunk in chunks))
+    data = b"".join([c async for c in store.driver.read(paths.upload_data("a", session.id))])
+    assert len(data) == sum(len(chunk) for chunk in chunks)
+    # Never interleaved: the session is the chunks, one after the other, in some order.
+    offset, seen = 0, set()
+    while offset < len(data):
+        number = data[offset]
+        assert data[offset : offset + len(chunks[number])] == chunks[number]
+        seen.add(number)
+        offset += len(chunks[number])
+    assert seen == set(range(20))
+
+
+async def test_a_chunk_of_the_wrong_size_leaves_the_session_as_it_was(store: Store) -> None:
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    await repo.uploads.append(session.id, body(b"first"))
+    with pytest.raises(SizeMismatchError):
+        await repo.uploads.append(session.id, body(b"x" * 100_000), length=10)
+    assert (await repo.uploads.status(session.id)).size == 5
+    done = await repo.uploads.complete(session.id, digest_of(b"first!"), body(b"!"))
+    assert await read_blob(store, done.digest) == b"first!"
+
+
+async def test_a_chunk_cut_off_midway_leaves_the_session_as_it_was(store: Store) -> None:
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    await repo.uploads.append(session.id, body(b"whole"))
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b"y" * (3 * WRITE_BUFFER)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await repo.uploads.append(session.id, cut())
+    assert (await repo.uploads.status(session.id)).size == 5
+
+
+async def test_a_last_chunk_with_the_wrong_digest_is_taken_back(store: Store) -> None:
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    await repo.uploads.append(session.id, body(b"abc"))
+    with pytest.raises(DigestMismatchError):
+        await repo.uploads.complete(session.id, digest_of(b"abcdef"), body(b"XYZ"))
+    assert (await repo.uploads.status(session.id)).size == 3
+    done = await repo.uploads.complete(session.id, digest_of(b"abcdef"), body(b"def"))
+    assert await read_blob(store, done.digest) == b"abcdef"
+
+
+async def test_a_session_busy_for_too_long_is_refused(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads_module, "LOCK_WAIT", 0.2)
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    holder = await store.driver.writer(paths.upload_data("a", session.id), append=True)
+    try:
+        with pytest.raises(UploadBusyError):
+            await repo.uploads.append(session.id, body(b"late"))
+    finally:
+        await holder.close()
+    assert (await repo.uploads.append(session.id, body(b"now"))).size == 3

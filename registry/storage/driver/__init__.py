@@ -35,6 +35,14 @@ class InvalidPathError(StorageDriverError):
         self.path = path
 
 
+class BusyError(StorageDriverError):
+    """Another writer is appending to this file: one appender at a time."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"another writer is appending to {path}")
+        self.path = path
+
+
 class InvalidOffsetError(StorageDriverError):
     def __init__(self, path: str, offset: int) -> None:
         super().__init__(f"invalid offset {offset} for {path}")
@@ -58,7 +66,11 @@ def check_path(path: str) -> str:
 
 
 class FileWriter(ABC):
-    """Appends to one file; nothing is promised about the file until :meth:`commit`."""
+    """Appends to one file; nothing is promised about the file until :meth:`commit`.
+
+    A writer that appends (``writer(path, append=True)``) is the file's only
+    appender until it is closed; :meth:`rollback` takes back what it wrote.
+    """
 
     @property
     @abstractmethod
@@ -79,6 +91,10 @@ class FileWriter(ABC):
     @abstractmethod
     async def cancel(self) -> None:
         """Drop the file."""
+
+    @abstractmethod
+    async def rollback(self) -> None:
+        """Take back everything this writer wrote: the file is as it was when opened."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -105,7 +121,11 @@ class StorageDriver(ABC):
         return self._read(path, offset, length)
 
     async def writer(self, path: str, *, append: bool = False) -> FileWriter:
-        """A new file, or with ``append`` the end of an existing one (PathNotFoundError if none)."""
+        """A new file, or with ``append`` the end of an existing one (PathNotFoundError if none).
+
+        An appending writer excludes every other appender of the file, in any
+        process sharing the storage, until it is closed: BusyError meanwhile.
+        """
         return await self._writer(check_path(path), append)
 
     async def stat(self, path: str) -> FileInfo:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO, ClassVar
+from io import FileIO
+from typing import ClassVar
 
 from . import (
     CHUNK_SIZE,
+    BusyError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -53,18 +56,20 @@ def write_atomically(path: str, content: bytes) -> None:
 
 
 class FilesystemWriter(FileWriter):
-    def __init__(self, path: str, file: BinaryIO, size: int) -> None:
+    """Writes go straight to the descriptor (no buffer), so a rollback has nothing in flight."""
+
+    def __init__(self, path: str, file: FileIO, size: int) -> None:
         self._path = path
         self._file = file
         self._size = size
+        self._start = size
 
     @property
     def size(self) -> int:
         return self._size
 
     async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._file.write, data)
-        self._size += len(data)
+        await self.write_parts([data])
 
     async def write_parts(self, parts: Sequence[bytes]) -> None:
         await asyncio.to_thread(self._write_parts, parts)
@@ -72,7 +77,6 @@ class FilesystemWriter(FileWriter):
 
     def _write_parts(self, parts: Sequence[bytes]) -> None:
         # One writev for the lot, no joined copy (a short write goes on from there).
-        self._file.flush()
         views = [memoryview(part) for part in parts if part]
         descriptor = self._file.fileno()
         first = 0
@@ -86,7 +90,12 @@ class FilesystemWriter(FileWriter):
                 views[first] = views[first][written:]
 
     async def commit(self) -> None:
-        await asyncio.to_thread(self._file.flush)
+        pass  # Nothing is buffered: every byte written is in the file.
+
+    async def rollback(self) -> None:
+        await asyncio.to_thread(os.ftruncate, self._file.fileno(), self._start)
+        self._file.seek(self._start)
+        self._size = self._start
 
     async def cancel(self) -> None:
         await self.close()
@@ -95,7 +104,7 @@ class FilesystemWriter(FileWriter):
 
     async def close(self) -> None:
         if not self._file.closed:
-            await asyncio.to_thread(self._file.close)
+            self._file.close()  # Also releases the append lock.
 
 
 class FilesystemDriver(StorageDriver):
@@ -149,18 +158,32 @@ class FilesystemDriver(StorageDriver):
 
     @staticmethod
     def _open_writer(path: str, full: str, append: bool) -> FilesystemWriter:
-        file: BinaryIO
-        if append:
-            # Continue an existing file only: a session deleted meanwhile stays deleted.
-            try:
-                file = open(full, "r+b")  # noqa: SIM115 - the writer owns it
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                raise PathNotFoundError(path) from None
-            file.seek(0, os.SEEK_END)
-        else:
+        if not append:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            file = open(full, "wb")  # noqa: SIM115 - the writer owns it
-        return FilesystemWriter(full, file, file.tell())
+            return FilesystemWriter(full, FileIO(full, "w"), 0)
+        # Continue an existing file only: a session deleted meanwhile stays deleted.
+        try:
+            file = FileIO(full, "r+")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFoundError(path) from None
+        try:
+            # One appender at a time, across processes: the lock lives as long as the
+            # descriptor (a crashed holder releases it).
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise BusyError(path) from None
+        # Opened before a holder moved or deleted the file, the descriptor may now be
+        # another file's (a committed blob's): only the one still at the path will do.
+        opened = os.fstat(file.fileno())
+        try:
+            current = os.stat(full)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
+            file.close()
+            raise PathNotFoundError(path)
+        return FilesystemWriter(full, file, file.seek(0, os.SEEK_END))
 
     async def _stat(self, path: str) -> FileInfo:
         return self._stat_sync(path)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from . import (
     CHUNK_SIZE,
+    BusyError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -17,11 +18,12 @@ from . import (
 
 
 class _File:
-    __slots__ = ("data", "modified")
+    __slots__ = ("appending", "data", "modified")
 
     def __init__(self, data: bytes = b"") -> None:
         self.data = bytearray(data)
         self.modified = time.time()
+        self.appending = False
 
 
 class InMemoryWriter(FileWriter):
@@ -31,7 +33,12 @@ class InMemoryWriter(FileWriter):
         existing = files.get(path)
         if append and existing is None:
             raise PathNotFoundError(path)
+        if append and existing is not None and existing.appending:
+            raise BusyError(path)
         self._file = existing if append and existing is not None else _File()
+        self._appending = append
+        self._file.appending = append
+        self._start = len(self._file.data)
         files[path] = self._file
 
     @property
@@ -47,9 +54,15 @@ class InMemoryWriter(FileWriter):
 
     async def cancel(self) -> None:
         self._files.pop(self._path, None)
+        await self.close()
+
+    async def rollback(self) -> None:
+        del self._file.data[self._start :]
 
     async def close(self) -> None:
-        pass
+        if self._appending:
+            self._file.appending = False
+            self._appending = False
 
 
 class InMemoryDriver(StorageDriver):
