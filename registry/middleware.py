@@ -6,7 +6,10 @@ itself included, and counts the bytes a streamed blob really sent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,7 +22,9 @@ from hypercorn.typing import (
     Scope,
 )
 
+from .api.native import error_reply, send_reply
 from .auth.grant import user_of
+from .errors import ErrorCode, RegistryError
 
 ASGIApp = Any
 
@@ -35,6 +40,38 @@ def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
+
+
+#: After an early answer, the most of the request body read (and dropped), and for how
+#: long, before the connection is closed under the client anyway.
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+
+#: A Host header as DNS names and addresses can be: longer ones, or labels over 63
+#: characters, made the URL machinery fail deep inside the framework.
+_HOST_RE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?)(?::\d{1,5})?"
+)
+
+
+def _valid_host(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"host":
+            return len(value) <= 261 and _HOST_RE.fullmatch(value.decode("latin-1")) is not None
+    return True  # HTTP/1.0 may send none.
+
+
+async def _drain(receive: ASGIReceiveCallable) -> None:
+    left = DRAIN_BYTES
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while left > 0:
+                event = await receive()
+                if event["type"] != "http.request":
+                    return
+                left -= len(event.get("body", b""))
+                if not event.get("more_body", False):
+                    return
 
 
 class RegistryMiddleware:
@@ -76,18 +113,38 @@ class RegistryMiddleware:
                 body_unread = False
             return event
 
+        held_end = False
+
         async def send_wrapper(event: ASGISendEvent) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, held_end
             if event["type"] == "http.response.start":
                 status = event["status"]
                 closing = [CONNECTION_CLOSE] if body_unread else []
                 event["headers"] = [*event["headers"], *extra, *closing]
             elif event["type"] == "http.response.body":
                 sent += len(event.get("body", b""))
+                if body_unread and not event.get("more_body", False):
+                    # Answered before the body was read. Hypercorn closes the connection
+                    # the moment a response ends, and a client still sending then sees a
+                    # reset, not the answer: the answer goes out now, its end after the
+                    # rest of the body is read (and dropped), once the app is done.
+                    held_end = True
+                    if not event.get("body"):
+                        return
+                    event = {"type": "http.response.body", "body": event["body"], "more_body": True}
             await send(event)
 
         try:
-            await self.app(scope, receive_wrapper if body_unread else receive, send_wrapper)
+            if not _valid_host(scope["headers"]):
+                error = RegistryError(ErrorCode.UNSUPPORTED, "malformed Host header", status=400)
+                reply = error_reply(error, scope["method"])
+                await send_reply(reply, receive_wrapper, send_wrapper, scope["method"])
+            else:
+                await self.app(scope, receive_wrapper if body_unread else receive, send_wrapper)
+            if held_end:
+                if body_unread:
+                    await _drain(receive_wrapper)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from ..errors import ErrorCode, RegistryError
 
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
-_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+# Numbers of at most 19 digits (every offset a file can have): longer ones are not
+# byte positions, and Python refuses to convert those beyond 4300 digits at all.
+_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ def parse_content_range(header: str | None) -> ByteRange | None:
 def parse_content_length(header: str | None) -> int | None:
     if header is None:
         return None
-    if not header.strip().isdigit():
+    if not header.strip().isdigit() or len(header.strip()) > 19:
         raise RegistryError(
             ErrorCode.SIZE_INVALID,
             "Content-Length is not a number",
