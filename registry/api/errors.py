@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 
@@ -58,10 +59,18 @@ ERROR_CODES: tuple[tuple[type[Exception], ErrorCode, Callable[[Exception], objec
 )
 
 
+#: The storage has no room (or the quota is spent): the client is told so, with
+#: 507 Insufficient Storage, and what it sent is not kept.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def to_registry_error(error: Exception) -> RegistryError:
     """The spec error for an exception; anything unexpected is logged and becomes UNKNOWN."""
     if isinstance(error, RegistryError):
         return error
+    if isinstance(error, OSError) and error.errno in _FULL:
+        log.error("storage full: %s", error.strerror)
+        return RegistryError(ErrorCode.UNAVAILABLE, "the registry's storage is full", status=507)
     for kind, code, detail in ERROR_CODES:
         if isinstance(error, kind):
             return RegistryError(code, str(error), detail=detail(error))

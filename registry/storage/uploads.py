@@ -14,6 +14,7 @@ after its digest and size are verified, by a rename.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -116,10 +117,16 @@ class Uploads:
     async def start(self) -> UploadSession:
         upload_id = str(uuid.uuid4())
         started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
-        await self.driver.put_content(
-            paths.upload_started_at(self.name, upload_id), started.encode()
-        )
+        try:
+            await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            await self.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), started.encode()
+            )
+        except BaseException:
+            # A full disk, say: no half-made session stays behind.
+            with contextlib.suppress(PathNotFoundError):
+                await self.driver.delete(paths.upload_dir(self.name, upload_id))
+            raise
         return UploadSession(self.name, upload_id, 0)
 
     async def status(self, upload_id: str) -> UploadSession:
