@@ -264,3 +264,36 @@ def test_deleting_while_a_client_pulls_never_gives_half_a_blob(
         # Either the whole blob or an error, never a truncated 200.
         assert "sha256:" + received.hexdigest() == layer
         assert client.get(f"/v2/race/delete/blobs/{layer}").status_code == 404
+
+
+def test_manifests_pulled_while_deleted_are_whole_or_absent(registry: RegistryProcess) -> None:
+    """Readers racing deletes see the whole manifest (its digest checks out) or a 404."""
+    with httpx.Client(base_url=registry.url, timeout=60) as client:
+        pushed = [push_image(client, "race/pulled", f"t{n}")[0] for n in range(20)]
+    answers: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def pull() -> None:
+        with httpx.Client(base_url=registry.url, timeout=60) as client:
+            while not stop.is_set():
+                for digest in pushed:
+                    got = client.get(
+                        f"/v2/race/pulled/manifests/{digest}", headers={"Accept": OCI_MANIFEST}
+                    )
+                    body = digest_of(got.content) if got.status_code == 200 else ""
+                    answers.append((got.status_code, digest, body))
+
+    pullers = [threading.Thread(target=pull) for _ in range(4)]
+    for thread in pullers:
+        thread.start()
+    with httpx.Client(base_url=registry.url, timeout=60) as client:
+        for digest in pushed:
+            assert client.delete(f"/v2/race/pulled/manifests/{digest}").status_code == 202
+    stop.set()
+    for thread in pullers:
+        thread.join()
+    assert answers
+    for status, digest, body in answers:
+        assert status in (200, 404)
+        if status == 200:
+            assert body == digest
