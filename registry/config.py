@@ -184,6 +184,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     catalog_maxentries: int = 1000
+    tags_maxtags: int = 1000
     auth: AuthConfig = field(default_factory=AuthConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     warnings: tuple[str, ...] = ()
@@ -502,6 +503,7 @@ SUPPORTED: dict[str, Parser] = {
     "http.tls.ciphersuites": _cipher_suites,
     "http.workers": _count,
     "catalog.maxentries": _positive_int,
+    "tags.maxtags": _positive_int,
     "auth.htpasswd": _section,
     "auth.htpasswd.realm": _required_string,
     "auth.htpasswd.path": _required_string,
@@ -758,6 +760,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         storage=storage,
         http=http,
         catalog_maxentries=get("catalog.maxentries", 1000),
+        tags_maxtags=get("tags.maxtags", 1000),
         auth=auth,
         access=_build_access(values, auth),
         warnings=warnings,

@@ -176,6 +176,32 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
     )
 
 
+def platform_child(data: bytes, os: str, architecture: str) -> Digest | None:
+    """The first entry of a stored index or list for ``os``/``architecture``; never raises.
+
+    registry:2 serves old clients that cannot read a Docker manifest list the
+    linux/amd64 image instead, and a stored list may come from anywhere.
+    """
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    entries = document.get("manifests") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        platform = entry.get("platform")
+        if not isinstance(platform, dict):
+            continue
+        if platform.get("os") == os and platform.get("architecture") == architecture:
+            digest = entry.get("digest")
+            try:
+                return Digest.parse(digest) if isinstance(digest, str) else None
+            except InvalidReferenceError:
+                return None
+    return None
+
+
 def sniff_media_type(data: bytes) -> str:
     """The media type of a stored manifest, for serving it; never raises."""
     try:

@@ -227,7 +227,15 @@ def admin_auth(registry: RegistryProcess) -> httpx.Auth | None:
 
 @pytest.fixture
 def client(api_registry: RegistryProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_registry.url, timeout=30, auth=admin_auth(api_registry)) as c:
+    """The admin, accepting every manifest type as real clients do."""
+    from tests.pushing import ACCEPT_MANIFESTS
+
+    with httpx.Client(
+        base_url=api_registry.url,
+        timeout=30,
+        auth=admin_auth(api_registry),
+        headers=ACCEPT_MANIFESTS,
+    ) as c:
         yield c
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,19 @@ class Read:
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None
+
+    @classmethod
+    def of(cls, method: str, pairs: Iterable[tuple[bytes, bytes]]) -> Read:
+        """A read with a repeated header's values joined by commas (RFC 9110, 5.3).
+
+        Docker's client sends one ``Accept`` per media type; keeping only the
+        last would refuse it manifests it can read.
+        """
+        headers: dict[bytes, bytes] = {}
+        for name, value in pairs:
+            name = name.lower()
+            headers[name] = headers[name] + b", " + value if name in headers else value
+        return cls(method, headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +116,7 @@ class NativeReads:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:
-        read = Read(scope["method"], dict(scope["headers"]))
+        read = Read.of(scope["method"], scope["headers"])
         if self.guarded and grant_of(scope) is None:
             # Access control is on but the guard did not run: refuse rather than serve.
             reply = error_reply(RegistryError(ErrorCode.UNAUTHORIZED), read.method)

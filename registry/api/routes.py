@@ -182,9 +182,9 @@ async def dispatch(rest: str = "") -> Response:
     if isinstance(handler, Native):
         # Answered before Quart when served through NativeReads; here for the
         # Quart app on its own (tests, or another ASGI server in front).
-        read = Read(
+        read = Read.of(
             method,
-            {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in request.headers.items()},
+            ((k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()),
         )
         reply = await handler.handler(services().store, read, **arguments)
         return respond(reply.status, reply.headers, b"" if method == "HEAD" else reply.body)

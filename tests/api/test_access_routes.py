@@ -20,7 +20,14 @@ import pytest
 from registry.api.routes import ROUTES
 from tests.access import USERS, BearerAuth, htpasswd_config, parse_challenge, token_config
 from tests.conftest import RegistryProcess
-from tests.pushing import digest_of, push_blob, push_image, start_upload, with_query
+from tests.pushing import (
+    ACCEPT_MANIFESTS,
+    digest_of,
+    push_blob,
+    push_image,
+    start_upload,
+    with_query,
+)
 
 from .support import assert_error
 
@@ -195,7 +202,7 @@ def connect(registry: RegistryProcess, mode: str, user: str | None) -> httpx.Cli
             auth = httpx.BasicAuth(user, USERS[user])
         else:
             auth = BearerAuth(user, USERS[user])
-    return httpx.Client(base_url=registry.url, auth=auth, timeout=30)
+    return httpx.Client(base_url=registry.url, auth=auth, timeout=30, headers=ACCEPT_MANIFESTS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method}-{c.route}")

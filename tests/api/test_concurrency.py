@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import RegistryProcess, admin_auth
-from tests.pushing import OCI_MANIFEST, digest_of, image_manifest, with_query
+from tests.pushing import ACCEPT_MANIFESTS, OCI_MANIFEST, digest_of, image_manifest, with_query
 
 Factory = Callable[..., RegistryProcess]
 CLIENTS = 8
@@ -114,7 +114,7 @@ def test_threads_push_the_same_blob_and_tag(
 def test_threads_across_workers(registry_factory: Factory, workers: int) -> None:
     registry = registry_factory(workers=workers)
     pushed = _race_with_threads(registry.url, "race/workers")
-    with httpx.Client(base_url=registry.url, timeout=30) as client:
+    with httpx.Client(base_url=registry.url, timeout=30, headers=ACCEPT_MANIFESTS) as client:
         _assert_consistent(client, "race/workers", pushed)
 
 

@@ -7,7 +7,14 @@ from collections.abc import Callable
 import httpx
 
 from tests.conftest import RegistryProcess
-from tests.pushing import digest_of, image_manifest, push_image, push_manifest, with_query
+from tests.pushing import (
+    ACCEPT_MANIFESTS,
+    digest_of,
+    image_manifest,
+    push_image,
+    push_manifest,
+    with_query,
+)
 
 from .support import assert_error
 
@@ -133,7 +140,7 @@ def test_relative_urls(registry_factory: Factory) -> None:
 
 def test_prefix(registry_factory: Factory) -> None:
     registry = registry_factory({"http": {"prefix": "/mirror"}})
-    with httpx.Client(base_url=f"{registry.url}/mirror") as client:
+    with httpx.Client(base_url=f"{registry.url}/mirror", headers=ACCEPT_MANIFESTS) as client:
         assert client.get("/v2/").status_code == 200
         digest, body = push_image(client, "prefixed", "v1")
         assert client.get(f"/v2/prefixed/manifests/{digest}").content == body

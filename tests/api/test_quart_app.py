@@ -35,7 +35,7 @@ async def test_reads_through_quart_alone() -> None:
     )
     assert pushed.status_code == 201
 
-    got = await client.get("/v2/quart/alone/manifests/v1")
+    got = await client.get("/v2/quart/alone/manifests/v1", headers={"Accept": OCI_MANIFEST})
     assert got.status_code == 200
     assert await got.get_data() == manifest
     assert got.headers["Docker-Content-Digest"] == digest_of(manifest)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import RegistryProcess
 from tests.pushing import (
+    ACCEPT_MANIFESTS,
     OCI_MANIFEST,
     descriptor,
     digest_of,
@@ -63,7 +64,7 @@ def readonly(registry_factory: Factory, tmp_path: Path) -> Iterator[Populated]:
     writer.stop()
     storage["maintenance"] = {"readonly": {"enabled": True}}
     reader = registry_factory({"storage": storage})
-    with httpx.Client(base_url=reader.url, timeout=30) as client:
+    with httpx.Client(base_url=reader.url, timeout=30, headers=ACCEPT_MANIFESTS) as client:
         yield Populated(client, root, digest, manifest, blob, upload)
 
 

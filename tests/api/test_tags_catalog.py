@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import RegistryProcess
-from tests.pushing import push_blob, push_image, push_manifest
+from tests.pushing import digest_of, image_manifest, push_blob, push_image, push_manifest
 
 from .support import assert_error
 
@@ -103,10 +104,13 @@ def test_tags_link_followed_to_the_end(client: httpx.Client, repo: str) -> None:
 
 
 @pytest.mark.parametrize("n", ["abc", "-1", "1.5", "0x10", " 2"])
-def test_tags_non_numeric_n(client: httpx.Client, repo: str, n: str) -> None:
+def test_tags_non_numeric_n_is_ignored(client: httpx.Client, repo: str, n: str) -> None:
+    """registry:2 2.8 ignores ``n`` on tags/list: a malformed one lists every tag, no error."""
     _tag_all(client, repo, TAGS)
     response = client.get(f"/v2/{repo}/tags/list", params={"n": n})
-    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"name": repo, "tags": TAGS}
+    assert "Link" not in response.headers
 
 
 def test_tags_of_unknown_repository(client: httpx.Client, repo: str) -> None:
@@ -217,16 +221,21 @@ def test_catalog_link_followed_to_the_end(catalog_registry: httpx.Client) -> Non
     assert pages == [["a/b", "a/b/c"], ["alpha", "beta"], ["gamma/delta/epsilon", "z9"]]
 
 
-@pytest.mark.parametrize("n", ["6", "1000", "99999999999999999999"])
+@pytest.mark.parametrize("n", ["6", "1000", "0006", "+6", "9223372036854775807"])
 def test_catalog_n_beyond_maxentries(catalog_registry: httpx.Client, n: str) -> None:
+    """As registry:2 2.8: a number above catalog.maxentries is refused, naming it."""
     response = catalog_registry.get("/v2/_catalog", params={"n": n})
     assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+    assert response.json()["errors"][0]["detail"] == {"n": int(n)}
 
 
-@pytest.mark.parametrize("n", ["abc", "-1", "2.0", "1e3"])
-def test_catalog_non_numeric_n(catalog_registry: httpx.Client, n: str) -> None:
+@pytest.mark.parametrize("n", ["abc", "-1", "2.0", "1e3", " 2", "", "9" * 5000])
+def test_catalog_malformed_n_gives_the_default_page(catalog_registry: httpx.Client, n: str) -> None:
+    """registry:2 2.8 ignores an ``n`` that is no 64-bit number or negative: the default page."""
     response = catalog_registry.get("/v2/_catalog", params={"n": n})
-    assert_error(response, 400, "PAGINATION_NUMBER_INVALID")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"repositories": sorted(REPOSITORIES)[:5]}
+    assert _next_link(response) == "/v2/_catalog?last=gamma%2Fdelta%2Fepsilon&n=5"
 
 
 def test_catalog_default_bound_is_1000(client: httpx.Client, repo: str) -> None:
@@ -242,3 +251,95 @@ def test_empty_catalog(registry_factory: Factory) -> None:
     assert response.status_code == 200
     assert response.json() == {"repositories": []}
     assert "Link" not in response.headers
+
+
+# --- limits: tags.maxtags clamps, catalog.maxentries refuses -----------------------------
+
+
+@contextlib.contextmanager
+def _tags_registry(registry_factory: Factory, config: dict[str, object]) -> Iterator[httpx.Client]:
+    """A registry of its own with ``config``, and repository ``many`` tagged with TAGS."""
+    registry = registry_factory(config)
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        _tag_all(client, "many", TAGS)
+        yield client
+
+
+def test_tags_n_above_maxtags_is_clamped_with_a_link(registry_factory: Factory) -> None:
+    """``crane ls`` asks for n=1000: it gets tags.maxtags of them and a Link, never a 400."""
+    with _tags_registry(registry_factory, {"tags": {"maxtags": 2}}) as client:
+        response = client.get("/v2/many/tags/list", params={"n": "1000"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"name": "many", "tags": ["a", "b"]}
+        assert _next_link(response) == "/v2/many/tags/list?last=b&n=2"
+        pages = list(_follow(client, "/v2/many/tags/list?n=1000", "tags"))
+        assert pages == [["a", "b"], ["c", "d"], ["e"]]
+        assert client.get("/v2/many/tags/list?n=1").json()["tags"] == ["a"]
+
+
+def test_tags_without_n_are_all_listed_beyond_maxtags(registry_factory: Factory) -> None:
+    """tags.maxtags bounds the n a client asks for; a list asked without n is whole."""
+    with _tags_registry(registry_factory, {"tags": {"maxtags": 2}}) as client:
+        response = client.get("/v2/many/tags/list")
+        assert response.json()["tags"] == TAGS
+        assert "Link" not in response.headers
+
+
+def test_tags_limit_is_not_catalog_maxentries(registry_factory: Factory) -> None:
+    """catalog.maxentries below 1000 used to make ``crane ls`` (n=1000) fail on tags."""
+    with _tags_registry(registry_factory, {"catalog": {"maxentries": 2}}) as client:
+        response = client.get("/v2/many/tags/list", params={"n": "1000"})
+        assert response.status_code == 200, response.text
+        assert response.json()["tags"] == TAGS
+        assert "Link" not in response.headers
+        assert_error(client.get("/v2/_catalog?n=3"), 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_tags_maxtags_from_the_environment(registry_factory: Factory) -> None:
+    registry = registry_factory(env={"REGISTRY_TAGS_MAXTAGS": "3"})
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        _tag_all(client, "many", TAGS)
+        response = client.get("/v2/many/tags/list", params={"n": "4"})
+        assert response.json()["tags"] == ["a", "b", "c"]
+        assert _next_link(response) == "/v2/many/tags/list?last=c&n=3"
+
+
+@pytest.mark.parametrize("n", ["9" * 5000, "1" + "0" * 4400, "0" * 5000 + "2"])
+def test_tags_n_with_thousands_of_digits(client: httpx.Client, repo: str, n: str) -> None:
+    """Python's int() refuses more than 4300 digits; the answer is a page, never a 500."""
+    _tag_all(client, repo, TAGS)
+    response = client.get(f"/v2/{repo}/tags/list", params={"n": n})
+    assert response.status_code == 200, response.text
+    expected = ["a", "b"] if n.endswith("2") else TAGS
+    assert response.json()["tags"] == expected
+
+
+@pytest.mark.parametrize("n", ["9" * 5000, "-" + "9" * 5000, "0" * 5000 + "3"])
+def test_catalog_n_with_thousands_of_digits(catalog_registry: httpx.Client, n: str) -> None:
+    """Too big for Go's Atoi: registry:2 gives the default page; leading zeros are still 3."""
+    response = catalog_registry.get("/v2/_catalog", params={"n": n})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["repositories"]) == (3 if n.endswith("3") else 5)
+
+
+def test_catalog_page_without_n_is_100(registry_factory: Factory) -> None:
+    """registry:2's default page is 100 repositories (or catalog.maxentries if smaller)."""
+    registry = registry_factory()
+    with httpx.Client(base_url=registry.url, timeout=30) as client:
+        config, layer = b'{"os":"linux"}', b"one layer"
+        push_blob(client, "r000", config)
+        push_blob(client, "r000", layer)
+        manifest = image_manifest(config, [layer])
+        names = [f"r{i:03d}" for i in range(101)]
+        for name in names:
+            for blob in (config, layer):
+                mounted = client.post(
+                    f"/v2/{name}/blobs/uploads/", params={"mount": digest_of(blob), "from": "r000"}
+                )
+                assert mounted.status_code == 201, mounted.text
+            assert push_manifest(client, name, "latest", manifest).status_code == 201
+        response = client.get("/v2/_catalog")
+        assert response.json()["repositories"] == names[:100]
+        assert _next_link(response) == "/v2/_catalog?last=r099&n=100"
+        assert client.get("/v2/_catalog?last=r099").json()["repositories"] == ["r100"]
+        assert len(client.get("/v2/_catalog?n=101").json()["repositories"]) == 101

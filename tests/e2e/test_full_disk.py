@@ -115,8 +115,9 @@ def test_a_full_disk_refuses_cleanly_and_recovers(
         digest = push_blob(client, "full/after", os.urandom(4 * MIB))
         assert client.head(f"/v2/full/after/blobs/{digest}").status_code == 200
         pushed, _ = push_image(client, "full/after", "v1", config=config, layers=[layer])
-        assert client.get(f"/v2/full/after/manifests/{pushed}").status_code == 200
-        assert client.get(f"/v2/full/kept/manifests/{kept_digest}").status_code == 200
+        accept = {"Accept": OCI_MANIFEST}
+        for reference in (f"after/manifests/{pushed}", f"kept/manifests/{kept_digest}"):
+            assert client.get(f"/v2/full/{reference}", headers=accept).status_code == 200
     assert "Traceback" not in registry.log()
 
 
