@@ -195,6 +195,8 @@ class Manifests:
     # Listing
 
     async def tags(self) -> list[str]:
+        """The tags that answer: a folder whose ``current/link`` was never written (a
+        crash while the tag was made) is not one, though registry:2 lists it."""
         try:
             names = await self.driver.list(paths.tags(self.name))
         except PathNotFoundError:
@@ -202,7 +204,11 @@ class Manifests:
             if not await exists(self.driver, paths.manifests(self.name)):
                 raise RepositoryUnknownError(self.name) from None
             return []
-        return names
+        return [
+            name
+            for name in names
+            if await exists(self.driver, paths.tag_current_link(self.name, name))
+        ]
 
     async def referrers(
         self, subject: Digest, artifact_type: str | None

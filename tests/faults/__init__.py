@@ -1,0 +1,1 @@
+"""Fault injection: the server killed mid-push, storage operations that must be durable."""
