@@ -479,6 +479,7 @@ SUPPORTED: dict[str, Parser] = {
     "log.accesslog.disabled": _bool,
     "loglevel": _choice(*LOG_LEVELS),
     "storage.filesystem.rootdirectory": _string,
+    "storage.filesystem.fsync": _bool,
     "storage.inmemory": lambda key, value: value,
     "storage.delete.enabled": _bool,
     "storage.redirect.disable": _bool,
@@ -706,7 +707,8 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         driver="inmemory" if uses_memory else "filesystem",
         parameters={}
         if uses_memory
-        else {"rootdirectory": get("storage.filesystem.rootdirectory", DEFAULT_ROOT)},
+        else {"rootdirectory": get("storage.filesystem.rootdirectory", DEFAULT_ROOT)}
+        | ({"fsync": True} if get("storage.filesystem.fsync") else {}),
         delete_enabled=get("storage.delete.enabled", False),
         readonly=get("storage.maintenance.readonly.enabled", False),
         upload_purging=UploadPurging(

@@ -12,7 +12,7 @@ DriverFactory = Callable[[Mapping[str, object]], StorageDriver]
 
 
 def _filesystem(parameters: Mapping[str, object]) -> StorageDriver:
-    return FilesystemDriver(str(parameters["rootdirectory"]))
+    return FilesystemDriver(str(parameters["rootdirectory"]), fsync=parameters.get("fsync") is True)
 
 
 def _inmemory(parameters: Mapping[str, object]) -> StorageDriver:

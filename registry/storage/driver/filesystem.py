@@ -3,6 +3,18 @@
 Small operations (a link of 71 bytes, a stat, a directory listing) run inline:
 on a local disk they take microseconds, less than a hop to a worker thread.
 Blob-sized reads and writes run in threads, 1 MiB at a time.
+
+With ``fsync`` (``storage.filesystem.fsync``; off by default, as registry:2
+never syncs) a file is durable when the call that stores it returns, so a
+201 survives a power cut: its data is synced before it is renamed into place
+(the rename can then never expose an empty or partial file), and the
+directories it was renamed into, and every directory created on its way,
+are synced after. Directories that already existed are taken as durable:
+on a journaling filesystem (ext4, xfs) a sync commits every metadata change
+made before it, another request's ``mkdir`` included. What a writer appends
+(a PATCH's chunk) is synced only when the file is moved, and deletions not at
+all: a session cut by a power loss reports its true length to ``GET``
+status, and a deleted file may come back.
 """
 
 from __future__ import annotations
@@ -41,18 +53,68 @@ def _temporary_name(path: str) -> str:
     return os.path.join(head, f".{tail}{TEMPORARY_MARK}{secrets.token_hex(6)}")
 
 
-def write_atomically(path: str, content: bytes) -> None:
-    """Write beside the target, then rename over it: readers never see half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def _sync_data(descriptor: int) -> None:
+    """A file's data and what reading it back needs (its size), not its times: fdatasync."""
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(descriptor)
+    else:  # macOS
+        os.fsync(descriptor)
+
+
+def sync_directory(path: str) -> None:
+    """Make a directory's entries durable: the names created, renamed in or out of it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sync_file(path: str) -> None:
+    """Make a file's data durable, through a descriptor of its own (any reaches the same pages)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        _sync_data(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def make_directories(path: str, durable: bool = False) -> None:
+    """``os.makedirs``; ``durable`` syncs the parent of each directory it creates."""
+    if not durable:
+        os.makedirs(path, exist_ok=True)
+        return
+    missing = []
+    current = path
+    while not os.path.isdir(current) and os.path.dirname(current) != current:
+        missing.append(current)
+        current = os.path.dirname(current)
+    os.makedirs(path, exist_ok=True)
+    for directory in missing:  # Deepest first; all of them before the caller's answer.
+        sync_directory(os.path.dirname(directory))
+
+
+def write_atomically(path: str, content: bytes, durable: bool = False) -> None:
+    """Write beside the target, then rename over it: readers never see half a file.
+
+    ``durable``: the content is synced before the rename, the directory after it.
+    """
+    directory = os.path.dirname(path)
+    make_directories(directory, durable)
     temporary = _temporary_name(path)
     try:
         with open(temporary, "wb") as file:
             file.write(content)
+            if durable:
+                file.flush()
+                _sync_data(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    if durable:
+        sync_directory(directory)
 
 
 class FilesystemWriter(FileWriter):
@@ -110,8 +172,13 @@ class FilesystemWriter(FileWriter):
 class FilesystemDriver(StorageDriver):
     name: ClassVar[str] = "filesystem"
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, fsync: bool = False) -> None:
         self.root = os.path.abspath(root)
+        self.fsync = fsync
+        """Stored files (put_content, move) are durable when the call returns."""
+        if fsync and os.path.isdir(self.root):
+            # Made at start (``registry serve``), maybe just now: its name must last too.
+            sync_directory(os.path.dirname(self.root))
 
     def _full(self, path: str) -> str:
         return self.root + path
@@ -127,7 +194,11 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFoundError(path) from None
 
     async def _put_content(self, path: str, content: bytes) -> None:
-        write_atomically(self._full(path), content)
+        if self.fsync:
+            # A sync waits for the disk (milliseconds): not on the event loop.
+            await asyncio.to_thread(write_atomically, self._full(path), content, True)
+        else:
+            write_atomically(self._full(path), content)
 
     async def _read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
         try:
@@ -207,7 +278,11 @@ class FilesystemDriver(StorageDriver):
         return sorted(name for name in names if TEMPORARY_MARK not in name)
 
     async def _move(self, source: str, destination: str) -> None:
-        self._move_sync(source, destination)
+        if self.fsync:
+            # Syncing a blob's data takes as long as writing it out: not on the event loop.
+            await asyncio.to_thread(self._move_sync, source, destination)
+        else:
+            self._move_sync(source, destination)
 
     def _move_sync(self, source: str, destination: str) -> None:
         full_source = self._full(source)
@@ -215,11 +290,19 @@ class FilesystemDriver(StorageDriver):
         if not os.path.exists(full_source):
             raise PathNotFoundError(source)
         full_destination = self._full(destination)
-        os.makedirs(os.path.dirname(full_destination), exist_ok=True)
+        if self.fsync:
+            # Before the rename: after a power cut the destination is whole or absent.
+            try:
+                sync_file(full_source)
+            except (FileNotFoundError, NotADirectoryError):
+                raise PathNotFoundError(source) from None
+        make_directories(os.path.dirname(full_destination), self.fsync)
         try:
             os.replace(full_source, full_destination)
         except FileNotFoundError:
             raise PathNotFoundError(source) from None
+        if self.fsync:
+            sync_directory(os.path.dirname(full_destination))
 
     async def _delete(self, path: str) -> None:
         await asyncio.to_thread(self._delete_sync, path)
