@@ -27,6 +27,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from .config import Config, TLSConfig
+from .protocol import adapt_hypercorn
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,75 @@ class TLSFiles:
     clientcas: tuple[str, ...] = ()
 
 
+# Hypercorn's limits, each chosen for a registry (measurements: docs/reliability.md).
+# A registry must take a 1 GiB layer over a slow link and serve one to a slow
+# reader, so nothing here bounds how long a request may last; what is bounded is
+# how long a connection may hold a socket without a request in progress, and how
+# much memory one connection may make the server hold.
+
+#: Seconds a connection may stay without a request in progress: from accepting it
+#: until its request headers are complete, and between requests. Hypercorn's idle
+#: timer covers both and stops while a request is served, so this is both the
+#: header deadline (a client trickling headers is cut here) and the keep-alive, and
+#: never cuts an upload or download. 75 s, nginx's keep-alive: clients keep an idle
+#: connection between the steps of a push, and closing it sooner only makes them
+#: reconnect (or, racing a request into a closing socket, retry it).
+KEEP_ALIVE_TIMEOUT = 75.0
+#: None on purpose. Hypercorn's read_timeout is not a header timeout: it bounds every
+#: wait for client bytes for the whole life of a connection, including while the
+#: client, having sent its request, waits for a long blob download or a commit that
+#: re-hashes a large upload, and it then drops the response (measured: with 3 s, a
+#: 32 MiB blob read at about 1 MB/s stopped after 7 MB). The header deadline is
+#: KEEP_ALIVE_TIMEOUT; dead peers are found by TCP keep-alive (TCP_KEEPALIVE below).
+READ_TIMEOUT: int | None = None
+#: Request line and headers, at most, when they come in several reads (Hypercorn
+#: answers 431 beyond). Bearer tokens may be 16 KiB (auth.tokens.MAX_TOKEN_LENGTH,
+#: an x5c chain), so Hypercorn's 16 KiB would refuse valid requests whose headers
+#: arrive in pieces (over TLS, records are 16 KiB); 64 KiB bounds what a client
+#: trickling headers makes us buffer.
+MAX_HEADER_BYTES = 64 * 1024
+#: Same bound for HTTP/2 header lists (HPACK-decoded), so both protocols take the same requests.
+H2_MAX_HEADER_LIST_SIZE = MAX_HEADER_BYTES
+#: HTTP/2 requests in flight on one connection: RFC 9113's recommended minimum, what
+#: Hypercorn defaults to. Clients pull a few layers at once; each stream is a task.
+H2_MAX_CONCURRENT_STREAMS = 100
+#: HTTP/2's own default frame size (what Hypercorn advertises too): a frame is
+#: buffered whole before it is handed on, so bigger frames mean more memory per stream.
+H2_MAX_INBOUND_FRAME_SIZE = 16 * 1024
+#: Pending connections the kernel queues per socket before accept (Linux caps it at
+#: net.core.somaxconn, 4096 by default): a burst of clients, e.g. a fleet pulling at
+#: once, waits instead of being refused. Hypercorn's 100 overflows under such bursts.
+BACKLOG = 4096
+#: Request events queued between Hypercorn and the app per request (Hypercorn's
+#: default). Each holds at most one 64 KiB socket read, so an upload has at most
+#: 640 KiB here beyond body.py's own 4 MiB window: a full queue stops Hypercorn
+#: reading, which is the backpressure that slows a fast client to the disk's pace.
+MAX_APP_QUEUE_SIZE = 10
+#: TLS handshakes must finish within this (Hypercorn: 60 s). A handshake is a few KiB
+#: and two round trips; a client that connects and never speaks TLS holds a socket
+#: until then, before the idle timer even starts.
+SSL_HANDSHAKE_TIMEOUT = 20.0
+#: TCP keep-alive on accepted connections, as Go's net/http (registry:2) has by
+#: default: a peer that vanished mid-upload (a crash, a cable) is found in about
+#: 2 minutes instead of holding its socket forever, since no timeout above covers a
+#: request in progress. (idle seconds, probe interval seconds, probes)
+TCP_KEEPALIVE = (60, 10, 6)
+
+
 def hypercorn_config(config: Config, tls: TLSFiles | None) -> RegistryHypercornConfig:
     http = config.http
     hconfig = RegistryHypercornConfig()
     hconfig.accesslog = None  # Ours is in RegistryMiddleware.
     hconfig.errorlog = logging.getLogger("hypercorn.error")
-    hconfig.keep_alive_timeout = 75
+    hconfig.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    hconfig.read_timeout = READ_TIMEOUT
+    hconfig.h11_max_incomplete_size = MAX_HEADER_BYTES
+    hconfig.h2_max_header_list_size = H2_MAX_HEADER_LIST_SIZE
+    hconfig.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
+    hconfig.h2_max_inbound_frame_size = H2_MAX_INBOUND_FRAME_SIZE
+    hconfig.backlog = BACKLOG
+    hconfig.max_app_queue_size = MAX_APP_QUEUE_SIZE
+    hconfig.ssl_handshake_timeout = SSL_HANDSHAKE_TIMEOUT
     hconfig.graceful_timeout = http.draintimeout or 5.0
     hconfig.workers = 1
     hconfig.include_server_header = False
@@ -210,38 +274,6 @@ def _bound_urls(sockets: Sockets) -> list[str]:
     return urls
 
 
-def _keep_http2_connections_alive() -> None:
-    """Drop request data for HTTP/2 streams already answered instead of the whole connection.
-
-    Hypercorn 0.18 raises KeyError, and closes the connection with every
-    request on it, when DATA arrives for a stream whose response has gone out
-    (pgjones/hypercorn#329): a ``POST /blobs/uploads/`` is answered before the
-    client's closing (even empty) DATA frame arrives. The data is acknowledged,
-    so the connection's flow-control window stays open, and dropped.
-    """
-    import h2.events
-    import hypercorn.protocol
-    from hypercorn.protocol.h2 import H2Protocol
-
-    class AnsweredStreamsH2Protocol(H2Protocol):
-        async def _handle_events(self, events: list[h2.events.Event]) -> None:
-            for event in events:
-                # One at a time: a stream may be answered while earlier events are handled.
-                if (
-                    isinstance(event, h2.events.DataReceived)
-                    and event.stream_id not in self.streams
-                ):
-                    self.connection.acknowledge_received_data(
-                        event.flow_controlled_length, event.stream_id
-                    )
-                    continue
-                await super()._handle_events([event])
-            await self._flush()
-
-    # ProtocolWrapper makes its H2Protocol by this module-level name.
-    setattr(hypercorn.protocol, "H2Protocol", AnsweredStreamsH2Protocol)  # noqa: B010
-
-
 def _worker(
     config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets, first: bool = True
 ) -> None:
@@ -253,7 +285,7 @@ def _worker(
 
     from .app import create_asgi_app
 
-    _keep_http2_connections_alive()
+    adapt_hypercorn()
     # Upload purging walks the whole store: one worker does it, not all of them.
     app = create_asgi_app(config, maintenance=first)
 
@@ -296,7 +328,9 @@ def serve(
     # Listen now, not when a worker starts: a client that connects as soon as the
     # address is announced waits in the backlog instead of being refused.
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        _keep_alive(sock)
         sock.listen(hconfig.backlog)
+    _raise_open_file_limit()
     urls = _bound_urls(sockets)
     count = worker_count(config)
     if ready is not None:
@@ -305,6 +339,36 @@ def serve(
         _worker(config, hconfig, sockets)
         return 0
     return _supervise(config, hconfig, sockets, count)
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """TCP keep-alive (TCP_KEEPALIVE) for every connection the socket accepts (Linux copies it)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    idle, interval, probes = TCP_KEEPALIVE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS has only the on/off switch here.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+
+
+def _raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as Go does at start (so registry:2).
+
+    Every connection is a file: with the usual soft limit of 1024, a few hundred
+    slow or idle clients would leave no descriptor for the next client, a blob
+    or an upload. The workers inherit the limit.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as error:  # RLIM_INFINITY above the kernel's nr_open
+        log.debug("cannot raise the open files limit from %d to %d: %s", soft, hard, error)
 
 
 #: A worker that dies sooner than this after its start is not restarted: it would again.
