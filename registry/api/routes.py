@@ -156,7 +156,9 @@ def need_of(rest: str, method: str, query: bytes) -> Need | None:
 
 async def dispatch(rest: str = "") -> Response:
     """Find the route for the path after ``/v2/``, apply the write guards, call the handler."""
-    found = match(rest)
+    # werkzeug's router drops extra leading slashes ("//v2/..." is routed as "/v2/...");
+    # the access guard and the native reads take the path as sent, and so does this.
+    found = None if request.scope["path"].startswith("//") else match(rest)
     if found is None:
         raise RegistryError(ErrorCode.UNSUPPORTED, "no such API endpoint", status=404)
     route, arguments = found

@@ -29,6 +29,7 @@ from tests.pushing import (
     with_query,
 )
 
+from .raw_http import assert_spec_error, exchange
 from .support import assert_error
 
 #: reader may pull team/**, alice pull and push, admin everything; bob nothing there.
@@ -278,3 +279,16 @@ def test_invalid_credentials_are_401_not_anonymous(guarded: tuple[str, RegistryP
     _, params = parse_challenge(response.headers["WWW-Authenticate"])
     if mode == "token":
         assert params["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    "target", ["//v2/", "//v2//public/app/blobs/..", "///v2/public/app/tags/list"]
+)
+def test_extra_leading_slashes_reach_no_route(
+    guarded: tuple[str, RegistryProcess], target: str
+) -> None:
+    """The guard judges the path as sent; a path only the web framework would have
+    routed (it drops extra leading slashes) must not be served by it: 404, no route."""
+    _, registry = guarded
+    reply = exchange(registry.url, "GET", target)
+    assert_spec_error(reply, 404, "UNSUPPORTED")
