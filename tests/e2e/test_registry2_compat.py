@@ -7,16 +7,13 @@ collector reads the tree ours wrote (referrers index included) without error.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from tests.go_registry import GoRegistry
 from tests.pushing import (
     OCI_MANIFEST,
     descriptor,
@@ -27,76 +24,8 @@ from tests.pushing import (
 )
 
 from .conftest import DockerEngine, busybox_tar
-from .needs import require
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class GoRegistry:
-    """Debian's ``docker-registry`` (the reference implementation) on a storage folder."""
-
-    def __init__(self, root: Path, workdir: Path) -> None:
-        self.binary = require("docker-registry", "docker-registry")
-        self.root = root
-        self.workdir = workdir
-        self.port = _free_port()
-        self.config = workdir / "go-config.yml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "version": 0.1,
-                    "log": {"level": "warn"},
-                    "storage": {
-                        "filesystem": {"rootdirectory": str(root)},
-                        "delete": {"enabled": True},
-                    },
-                    "http": {"addr": f"127.0.0.1:{self.port}"},
-                }
-            )
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = (self.workdir / "go-registry.log").open("ab")
-        self.process = subprocess.Popen(
-            [self.binary, "serve", str(self.config)], stdout=log, stderr=log
-        )
-        log.close()
-        for _ in range(300):
-            try:
-                if httpx.get(f"{self.url}/v2/").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError((self.workdir / "go-registry.log").read_text())
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def garbage_collect(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.binary, "garbage-collect", "--dry-run", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import RegistryProcess
+from tests.go_registry import GoRegistry
 from tests.pushing import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -38,8 +39,6 @@ from tests.pushing import (
     push_image,
     push_manifest,
 )
-
-from .test_registry2_compat import GoRegistry
 
 pytestmark = pytest.mark.e2e
 
