@@ -292,6 +292,38 @@ def _cmd_purge_uploads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_garbage_collect(args: argparse.Namespace) -> int:
+    """registry:2's ``garbage-collect``; the exit statuses are in ``_GC_EPILOG``."""
+    from .config import parse_duration
+    from .storage.driver.factory import create_driver
+    from .storage.gc_report import garbage_collect
+
+    config = _load(args)
+    configure_logging(config.log)
+    if config.storage.driver != "filesystem":
+        driver = config.storage.driver
+        raise ConfigError(f"storage.{driver}: nothing to collect in storage one process holds")
+    grace = parse_duration("--grace", args.grace) if args.grace else config.storage.gc.grace
+    return garbage_collect(
+        create_driver(config.storage.driver, config.storage.parameters),
+        grace=grace,
+        delete_untagged=args.delete_untagged,
+        dry_run=args.dry_run,
+        quiet=args.quiet,
+    )
+
+
+_GC_EPILOG = """\
+Run it with the registry stopped or in read-only mode, as registry:2 asks; still,
+nothing younger than the grace delay is taken, and a push racing the collection
+gets back what it needed (docs/gc.md). storage.maintenance.gc collects while serving.
+
+exit status: 0 done (also --dry-run); 1 the storage failed midway (run it again);
+2 configuration or usage error; 130 interrupted (hidden content is checked again
+by the next collection).
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry",
@@ -345,6 +377,23 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", metavar="DURATION", help="default: uploadpurging.age (168h)")
     purge.add_argument("--dry-run", action="store_true", help="only list what would go")
     purge.set_defaults(run=_cmd_purge_uploads)
+
+    collect = commands.add_parser(
+        "garbage-collect",
+        help="delete blobs no manifest references (registry:2's command)",
+        epilog=_GC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    with_config(collect)
+    collect.add_argument("-d", "--dry-run", action="store_true", help="only list what would go")
+    collect.add_argument(
+        "-m", "--delete-untagged", action="store_true", help="also delete manifests no tag reaches"
+    )
+    collect.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    collect.add_argument(
+        "--grace", metavar="DURATION", help="keep what is younger (default: gc.grace, 1h; 0: all)"
+    )
+    collect.set_defaults(run=_cmd_garbage_collect)
 
     commands.add_parser("certs", help="certificate toolkit (registry certs --help)", add_help=False)
     commands.add_parser(

@@ -40,6 +40,17 @@ class UploadPurging:
 
 
 @dataclass(frozen=True, slots=True)
+class GarbageCollection:
+    """``storage.maintenance.gc`` (this registry's own): the collector inside the server."""
+
+    enabled: bool = False
+    interval: float = 3600.0
+    grace: float = 3600.0
+    """Nothing younger is removed; also ``registry garbage-collect``'s default."""
+    deleteuntagged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StorageConfig:
     driver: str = "filesystem"
     parameters: Mapping[str, object] = field(
@@ -48,6 +59,7 @@ class StorageConfig:
     delete_enabled: bool = False
     readonly: bool = False
     upload_purging: UploadPurging = field(default_factory=UploadPurging)
+    gc: GarbageCollection = field(default_factory=GarbageCollection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +499,10 @@ SUPPORTED: dict[str, Parser] = {
     "storage.maintenance.uploadpurging.age": parse_duration,
     "storage.maintenance.uploadpurging.interval": parse_duration,
     "storage.maintenance.uploadpurging.dryrun": _bool,
+    "storage.maintenance.gc.enabled": _bool,
+    "storage.maintenance.gc.interval": parse_duration,
+    "storage.maintenance.gc.grace": parse_duration,
+    "storage.maintenance.gc.deleteuntagged": _bool,
     "storage.maintenance.readonly.enabled": _bool,
     "http.addr": _addr,
     "http.net": _choice("tcp", "unix"),
@@ -717,9 +733,19 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
             interval=get("storage.maintenance.uploadpurging.interval", 24 * 3600.0),
             dryrun=get("storage.maintenance.uploadpurging.dryrun", False),
         ),
+        gc=GarbageCollection(
+            enabled=get("storage.maintenance.gc.enabled", False),
+            interval=get("storage.maintenance.gc.interval", 3600.0),
+            grace=get("storage.maintenance.gc.grace", 3600.0),
+            deleteuntagged=get("storage.maintenance.gc.deleteuntagged", False),
+        ),
     )
     if storage.upload_purging.enabled and storage.upload_purging.interval <= 0:
         raise ConfigError("storage.maintenance.uploadpurging.interval: must be more than 0")
+    for setting in ("interval", "grace"):
+        if storage.gc.enabled and getattr(storage.gc, setting) <= 0:
+            # A grace of 0 would take a blob between its upload and its manifest's push.
+            raise ConfigError(f"storage.maintenance.gc.{setting}: must be more than 0")
     certificate, key = get("http.tls.certificate"), get("http.tls.key")
     if (certificate is None) != (key is None):
         missing = "http.tls.key" if key is None else "http.tls.certificate"
