@@ -545,6 +545,20 @@ SUPPORTED: dict[str, Parser] = {
     "access.failedlogins.limit": _positive_int,
     "access.failedlogins.window": parse_duration,
     "access.failedlogins.delay": parse_duration,
+    "notifications": _section,
+    "notifications.endpoints": _endpoints,
+    "notifications.events.includereferences": _bool,
+    "notifications.queue.directory": _required_string,
+    "notifications.queue.fsync": _bool,
+    "notifications.queue.maxsize": _byte_size,
+    "health": _section,
+    "health.storagedriver": _section,
+    "health.storagedriver.enabled": _bool,
+    "health.storagedriver.interval": _interval,
+    "health.storagedriver.threshold": _threshold,
+    "health.file": _file_checks,
+    "health.http": _http_checks,
+    "health.tcp": _tcp_checks,
 }
 
 #: Sections registry:2 knows that this registry does not implement yet: a warning each.
@@ -791,6 +805,23 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         tags_maxtags=get("tags.maxtags", 1000),
         auth=auth,
         access=_build_access(values, auth),
+        notifications=NotificationsConfig(
+            endpoints=get("notifications.endpoints", ()),
+            includereferences=get("notifications.events.includereferences", False),
+            queue_directory=get("notifications.queue.directory"),
+            queue_fsync=get("notifications.queue.fsync"),
+            queue_maxsize=get("notifications.queue.maxsize", QUEUE_MAXSIZE),
+        ),
+        health=HealthConfig(
+            storagedriver=StorageDriverCheck(
+                enabled=get("health.storagedriver.enabled", False),
+                interval=get("health.storagedriver.interval", HEALTH_INTERVAL),
+                threshold=get("health.storagedriver.threshold", 0),
+            ),
+            file=get("health.file", ()),
+            http=get("health.http", ()),
+            tcp=get("health.tcp", ()),
+        ),
         warnings=warnings,
     )
 

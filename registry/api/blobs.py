@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Response
 
+from ..notifications import emit
 from ..storage import Store
 from .headers import parse_range
 from .native import Read, Reply
@@ -27,6 +28,7 @@ async def read_blob(store: Store, read: Read, name: str, digest: str) -> Reply:
     parsed = digest_param(digest)
     repo = open_repository(store, name)
     info = await repo.blobs.stat(parsed)
+    emit.blob_pulled(repo.name, parsed, info.size)  # HEAD, 304 and ranges too, as registry:2
     if read.method == "HEAD":
         return Reply(200, _headers(str(parsed), info.size))
     if read.header(b"if-none-match") == f'"{parsed}"':
@@ -43,4 +45,5 @@ async def delete_blob(name: str, digest: str) -> Response:
     require_delete()
     parsed = digest_param(digest)
     await repository(name).blobs.unlink(parsed)
+    emit.blob_deleted(name, parsed)
     return respond(202, {"Docker-Content-Digest": str(parsed)})

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from quart import current_app, request
 
 from ..auth import AccessControl
 from ..config import Config
 from ..storage import Store
+
+if TYPE_CHECKING:
+    from ..notifications import Notifier
 
 EXTENSION = "registry"
 
@@ -19,6 +23,8 @@ class Services:
     store: Store
     access: AccessControl | None = None
     """Access control, when ``auth`` is configured."""
+    notifier: Notifier | None = None
+    """Notifications, when an endpoint is configured."""
 
 
 def services() -> Services:

@@ -12,6 +12,7 @@ from ..manifests import (
     OCI_MANIFEST,
     platform_child,
 )
+from ..notifications import emit
 from ..reference import DIGEST_RE, TAG_RE, Digest, is_digest
 from ..storage import Repository, Store
 from ..storage.manifests import StoredManifest
@@ -42,6 +43,10 @@ def _check_shape(reference: str) -> None:
             "manifest unknown: the reference is neither a tag nor a digest",
             detail={"reference": reference},
         )
+
+
+def _tag(reference: str) -> str | None:
+    return None if is_digest(reference) else reference
 
 
 def _digest(reference: str) -> Digest | None:
@@ -113,7 +118,11 @@ async def read_manifest(store: Store, read: Read, name: str, reference: str) -> 
         headers = _headers(stored)
         del headers["Content-Length"]
         return Reply(304, headers)
-    stored = await _negotiate(repo, stored, read, by_tag=digest is None)
+    emit.manifest_pulled(repo.name, stored, _tag(reference))  # HEAD too, as registry:2
+    served = await _negotiate(repo, stored, read, by_tag=digest is None)
+    if served is not stored:
+        emit.manifest_pulled(repo.name, served, None)  # The list's image, read as registry:2 does.
+    stored = served
     headers = _headers(stored)
     if read.method == "HEAD":
         return Reply(200, headers)
@@ -141,6 +150,7 @@ async def put_manifest(name: str, reference: str) -> Response:
     digest, manifest = await repo.manifests.put(
         reference, data, request.headers.get("Content-Type")
     )
+    emit.manifest_pushed(repo.name, digest, data, manifest.media_type, _tag(reference))
     headers = {
         "Location": url(f"/v2/{repo.name}/manifests/{digest}"),
         "Docker-Content-Digest": str(digest),
@@ -157,7 +167,10 @@ async def delete_manifest(name: str, reference: str) -> Response:
     require_delete()
     digest = _digest(reference)
     if digest is not None:
+        tags = await emit.tags_of(manifests, digest)
         await manifests.delete(digest)
+        emit.manifest_deleted(manifests.name, digest, tags)
     else:
         await manifests.delete_tag(reference)
+        emit.tag_deleted(manifests.name, reference)
     return respond(202, {})

@@ -7,6 +7,7 @@ from quart import Response, request
 from ..auth.access import PULL, REPOSITORY, Access
 from ..auth.grant import grant_of
 from ..errors import ErrorCode, RegistryError
+from ..notifications import emit
 from ..reference import InvalidReferenceError, validate_name
 from ..storage import Repository
 from ..storage.uploads import UploadSession
@@ -66,13 +67,16 @@ async def start_upload(name: str) -> Response:
                 raise RegistryError(ErrorCode.NAME_INVALID, detail={"from": source}) from None
             if _may_read(source):
                 source_blobs = services().store.repository(source).blobs
-                if await repo.blobs.mount(digest, source_blobs) is not None:
+                mounted = await repo.blobs.mount(digest, source_blobs)
+                if mounted is not None:
+                    emit.blob_mounted(repo.name, digest, mounted.size, source)
                     return _blob_created(repo, str(digest))
         # Not mountable (or the caller may not pull the source): an ordinary session (202).
     elif "digest" in args:
         digest = digest_param(args.get("digest"))
         _, length = _chunk_length()
         info = await repo.uploads.single(digest, request.body, length)
+        emit.blob_pushed(repo.name, info.digest, info.size)
         return _blob_created(repo, str(info.digest))
     session = await repo.uploads.start()
     return respond(202, _session_headers(session))
@@ -98,6 +102,7 @@ async def complete_upload(name: str, upload_id: str) -> Response:
     # request may carry data with neither Content-Length nor chunked encoding.
     start, length = _chunk_length()
     info = await repo.uploads.complete(upload_id, digest, request.body, start=start, length=length)
+    emit.blob_pushed(repo.name, info.digest, info.size)
     return _blob_created(repo, str(info.digest))
 
 
