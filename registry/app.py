@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from hypercorn.typing import ASGIFramework
 from quart import Quart
@@ -17,13 +20,55 @@ from .auth import build_access_control
 from .auth.guard import AccessGuard
 from .body import StreamedConnection, StreamedRequest
 from .config import Config
+from .debug import DebugApp, run_folder
+from .health import HealthChecker, HealthGate, HealthState, checks_of
+from .metrics import FLUSH_SECONDS, Recorder
 from .middleware import RegistryMiddleware
+from .notifications import Notifier, NotifyingApp
 from .storage import Store
 from .storage.driver import StorageDriver
 from .storage.driver.factory import create_driver
+from .storage.gc import GC_EXTENSION, OnlineCollector
 from .storage.purge import purge_uploads
 
 log = logging.getLogger(__name__)
+
+#: Where an app keeps its :class:`Background` (``app.extensions``).
+BACKGROUND_EXTENSION = "registry.background"
+
+
+@dataclass
+class Background:
+    """The work one worker does for all (purging, collecting, health checks, delivering
+    events). A reload retires the worker: its requests in flight still finish there,
+    which may take long, but this work moves to the new workers at once."""
+
+    notifier: Notifier | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    retired: bool = False
+
+    def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        if self.retired:
+            task.cancel()
+        self.tasks.append(task)
+        return task
+
+    def retire(self) -> None:
+        """Called by the worker's SIGUSR2 handler, in the event loop."""
+        self.retired = True
+        for task in self.tasks:
+            task.cancel()
+        if self.notifier is not None:
+            self.notifier.retire()
+
+
+class Apps(NamedTuple):
+    """What a worker serves: the public app, the debug listener's, and how to retire."""
+
+    public: ASGIFramework
+    debug: ASGIFramework
+    retire: Callable[[], None]
 
 
 def create_app(
@@ -31,7 +76,8 @@ def create_app(
 ) -> Quart:
     """Build the Quart app; tests pass a driver, production gets one from config.
 
-    ``maintenance``: this app runs upload purging (one worker of several does).
+    ``maintenance``: this app runs upload purging and garbage collection (one worker
+    of several does).
     """
     app = Quart(__name__)
     app.asgi_http_class = StreamedConnection
@@ -41,8 +87,23 @@ def create_app(
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     store = Store(driver or create_driver(config.storage.driver, config.storage.parameters))
     access = build_access_control(config)
-    app.extensions[EXTENSION] = Services(config=config, store=store, access=access)
+    notifier = Notifier(config) if config.notifications.enabled else None
+    app.extensions[EXTENSION] = Services(
+        config=config, store=store, access=access, notifier=notifier
+    )
+    background = Background(notifier)
+    app.extensions[BACKGROUND_EXTENSION] = background
     register_api(app, config.http.prefix)
+    gc = config.storage.gc
+    collector = None
+    if maintenance and gc.enabled and not config.storage.readonly:
+        collector = OnlineCollector(
+            store.driver,
+            interval=gc.interval,
+            grace=gc.grace,
+            delete_untagged=gc.deleteuntagged,
+        )
+        app.extensions[GC_EXTENSION] = collector  # Its last_result, for metrics.
     if access is not None and access.issuer is not None and access.token_path is not None:
         app.add_url_rule(
             access.token_path,
@@ -57,10 +118,18 @@ def create_app(
         purging = config.storage.upload_purging
         task = None
         if maintenance and purging.enabled and not config.storage.readonly:
-            task = asyncio.create_task(_purge_periodically(store, config))
+            task = background.start(_purge_periodically(store, config))
+        collecting = background.start(collector.run_forever()) if collector else None
+        if notifier is not None:
+            await notifier.start()
         yield
         if task is not None:
             task.cancel()
+        if collecting is not None:
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)  # Before the store closes.
+        if notifier is not None:
+            await notifier.stop()
         await store.close()
 
     return app
@@ -90,12 +159,83 @@ def create_asgi_app(
 ) -> ASGIFramework:
     """What the server runs: the Quart app, with native reads in front, access
     control in front of both, and the response headers and access log around all."""
+    return create_asgi_apps(config, driver=driver, maintenance=maintenance).public
+
+
+def create_asgi_apps(
+    config: Config, *, driver: StorageDriver | None = None, maintenance: bool = True
+) -> Apps:
+    """The public app (see :func:`create_asgi_app`) and the debug listener's, sharing
+    this worker's metrics and health; ``maintenance`` runs the health checks too."""
+    recorder = Recorder(config.storage.driver) if config.http.debug.metrics else None
+    if driver is None and recorder is not None:
+        parameters = config.storage.parameters
+        driver = create_driver(config.storage.driver, parameters, observe=recorder.observe_storage)
     app = create_app(config, driver=driver, maintenance=maintenance)
     services: Services = app.extensions[EXTENSION]
+    background: Background = app.extensions[BACKGROUND_EXTENSION]
     access = services.access
     inner: ASGIFramework = NativeReads(
         app, services.store, match, config.http.prefix, guarded=access is not None
     )
+    if services.notifier is not None:
+        inner = NotifyingApp(inner, services.notifier)
     if access is not None:
         inner = AccessGuard(inner, access.controller, need_of, config.http.prefix)
-    return RegistryMiddleware(inner, config.http.headers, access_log_enabled=config.log.accesslog)
+    health = HealthState(run_folder(), configured=config.health.enabled)
+    if config.health.enabled:
+        inner = HealthGate(inner, health)
+    app.while_serving(
+        functools.partial(
+            _observed,
+            config,
+            services,
+            health,
+            recorder,
+            background if maintenance else None,
+        )
+    )
+    public = RegistryMiddleware(
+        inner,
+        config.http.headers,
+        access_log_enabled=config.log.accesslog,
+        metrics=recorder,
+        prefix=config.http.prefix,
+    )
+    return Apps(public, DebugApp(config, health, recorder), background.retire)
+
+
+async def _observed(
+    config: Config,
+    services: Services,
+    health: HealthState,
+    recorder: Recorder | None,
+    checking: Background | None,
+) -> AsyncGenerator[None, None]:
+    """While serving: metrics flushed, health results read and, in one worker (the one
+    given ``checking``), checked."""
+    tasks = []
+    if recorder is not None:
+        tasks.append(asyncio.create_task(_flush_periodically(recorder)))
+    if config.health.enabled:
+        tasks.append(asyncio.create_task(health.watch()))
+        if checking is not None:
+            checks = checks_of(config.health, services.store.driver, config.storage.driver)
+            tasks.append(checking.start(HealthChecker(checks, health).run()))
+    health.serving = True
+    yield
+    health.serving = False
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if recorder is not None:
+        recorder.flush()
+
+
+async def _flush_periodically(recorder: Recorder) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        try:
+            recorder.flush()
+        except Exception:
+            log.exception("metrics: flush failed; retrying")

@@ -1,4 +1,5 @@
-"""The `registry` command: serve, check-config, purge-uploads, certs, engine, users."""
+"""The `registry` command: serve, check-config, purge-uploads, garbage-collect, certs, engine,
+users."""
 
 from __future__ import annotations
 
@@ -14,52 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, LogConfig, load_config
-from .server import ServerError, TLSFiles, check_tls, serve, worker_count
+from .config import Config, ConfigError, load_config
+from .logs import LEVELS, configure_logging
+from .server import ServerError, TLSFiles, check_tls, is_loopback_url, serve, worker_count
 
 log = logging.getLogger("registry")
-
-_LEVELS = {
-    "error": logging.ERROR,
-    "warn": logging.WARNING,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-}
-
-
-class _JSONFormatter(logging.Formatter):
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__()
-        self.fields = fields
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "msg": record.getMessage(),
-            **self.fields,
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(config: LogConfig) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.formatter == "json":
-        handler.setFormatter(_JSONFormatter(dict(config.fields)))
-    else:
-        fields = "".join(f" {name}={value}" for name, value in config.fields.items())
-        line = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-        handler.setFormatter(logging.Formatter(line + fields.replace("%", "%%")))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(_LEVELS[config.level])
-    # Hypercorn's info lines repeat ours ("Running on ..."); keep its warnings.
-    logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, _LEVELS[config.level]))
-
 
 def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
     flags: dict[str, object] = {}
@@ -141,28 +101,15 @@ def _prepare_access(config: Config, *, provision: bool) -> list[str]:
     return notes
 
 
-def _loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or "+unix" in url:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _warn_clear_text(config: Config, urls: list[str]) -> None:
     """Credentials over plain HTTP beyond this machine: say so, and how to turn on TLS."""
     if not config.auth.enabled:
         return
-    exposed = [url for url in urls if url.startswith("http://") and not _loopback(url)]
+    exposed = [url for url in urls if url.startswith("http://") and not is_loopback_url(url)]
     token = config.auth.token
     # With autoredirect the realm follows the scheme and Host the client used.
     realm = token.realm if token is not None and not token.autoredirect else ""
-    if realm.startswith("http://") and not _loopback(realm):
+    if realm.startswith("http://") and not is_loopback_url(realm):
         exposed.append(f"the token realm {realm}")
     if exposed:
         log.warning(
@@ -255,9 +202,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if config.http.tls.auto:
             _print_trust_instructions(config, urls, args.tls_host or ())
 
+    def reload() -> tuple[Config, TLSFiles | None]:
+        """SIGHUP: the configuration read again from the same file, environment and
+        flags, and checked as at start (files access control reads, TLS files)."""
+        from .auth import build_access_control
+
+        fresh = _load(args, _serve_flags(args))
+        build_access_control(fresh)
+        fresh, fresh_tls = _tls_files(fresh, args)
+        configure_logging(fresh.log)
+        for warning in fresh.warnings:
+            log.warning("config: %s", warning)
+        return fresh, fresh_tls
+
     try:
         config, tls = _tls_files(config, args)
-        return serve(config, tls, ready=ready)
+        return serve(config, tls, ready=ready, reload=reload)
     except ServerError as error:
         log.error("%s", error)
         return 1
@@ -351,7 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--read-only", action="store_true", help="refuse writes (maintenance.readonly)"
     )
-    serve.add_argument("--log-level", choices=sorted(_LEVELS), help="log.level")
+    serve.add_argument("--log-level", choices=sorted(LEVELS), help="log.level")
     serve.add_argument(
         "--tls",
         action="store_true",

@@ -80,6 +80,31 @@ class TLSConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    """``http.debug.prometheus``: metrics at ``path`` on the debug listener."""
+
+    enabled: bool = False
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class DebugConfig:
+    """``http.debug``: a second listener for metrics and health, never the public one.
+
+    Like registry:2's, it has no access control: bind it to localhost or a
+    private network.
+    """
+
+    addr: str | None = None
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+
+    @property
+    def metrics(self) -> bool:
+        """Metrics are recorded and served (they need the listener to be seen)."""
+        return self.addr is not None and self.prometheus.enabled
+
+
+@dataclass(frozen=True, slots=True)
 class HTTPConfig:
     addr: str = DEFAULT_ADDR
     net: str = "tcp"
@@ -92,6 +117,7 @@ class HTTPConfig:
     draintimeout: float = 0.0
     workers: int = 0
     """Server processes; 0 means one per CPU."""
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +215,127 @@ class AccessConfig:
     logins: LoginLimits = field(default_factory=LoginLimits)
 
 
+#: registry:2's interval when a health check names none.
+HEALTH_INTERVAL = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDriverCheck:
+    """``health.storagedriver``: the storage answers (a missing tree is an answer)."""
+
+    enabled: bool = False
+    interval: float = HEALTH_INTERVAL
+    threshold: int = 0
+    """Failures in a row before it counts; 0 or 1: the first one."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """``health.file[]``: unhealthy while ``file`` exists (a drain switch)."""
+
+    file: str
+    interval: float = HEALTH_INTERVAL
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPCheck:
+    """``health.http[]``: a HEAD of ``uri`` answers ``statuscode``."""
+
+    uri: str
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    statuscode: int = 200
+    timeout: float | None = None
+    """None: the interval, so a check never overlaps the next."""
+    interval: float = HEALTH_INTERVAL
+    threshold: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TCPCheck:
+    """``health.tcp[]``: a TCP connection to ``addr`` opens."""
+
+    addr: str
+    timeout: float | None = None
+    interval: float = HEALTH_INTERVAL
+    threshold: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """registry:2's ``health`` section: while a check fails, every public request is a 503."""
+
+    storagedriver: StorageDriverCheck = field(default_factory=StorageDriverCheck)
+    file: tuple[FileCheck, ...] = ()
+    http: tuple[HTTPCheck, ...] = ()
+    tcp: tuple[TCPCheck, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.storagedriver.enabled or bool(self.file or self.http or self.tcp)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationEndpoint:
+    """registry:2's ``notifications.endpoints[]``: where events are POSTed, and how."""
+
+    name: str
+    url: str
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    timeout: float = 1.0
+    threshold: int = 10
+    """Failures in a row after which each retry waits ``backoff``."""
+    backoff: float = 1.0
+    ignoredmediatypes: frozenset[str] = frozenset()
+    """``ignoredmediatypes`` and ``ignore.mediatypes`` together, as registry:2 merges them."""
+    ignoredactions: frozenset[str] = frozenset()
+    """``ignore.actions``."""
+    disabled: bool = False
+    batch: int = 1
+    """Events per request at most (this registry's own; registry:2 sends one)."""
+
+    def accepts(self, action: str, media_type: str) -> bool:
+        return action not in self.ignoredactions and media_type not in self.ignoredmediatypes
+
+
+#: ``notifications.queue.maxsize`` by default: about two million events.
+QUEUE_MAXSIZE = 1 << 30
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "ki": 1 << 10,
+               "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30,
+               "ti": 1 << 40, "tib": 1 << 40}  # fmt: skip
+
+
+def _byte_size(key: str, value: object) -> int:
+    """A size: bytes, or a number with a unit (``512MiB``, ``2GB``, ``10g``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = found.group(2).lower() if found else ""
+        if found is None or isinstance(value, bool) or unit not in _SIZE_UNITS:
+            raise ConfigError(f"{key}: expected a size such as 1GiB or 500MB, got {value!r}")
+        size = int(float(found.group(1)) * _SIZE_UNITS[unit])
+    if size < 64 * 1024:
+        raise ConfigError(f"{key}: must be at least 64KiB, got {value!r}")
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsConfig:
+    endpoints: tuple[NotificationEndpoint, ...] = ()
+    includereferences: bool = False
+    queue_directory: str | None = None
+    """Where events wait for delivery; None: beside the storage (registry.notifications.queue)."""
+    queue_fsync: bool | None = None
+    """Flush push and delete events to disk before answering; None: as storage.filesystem.fsync."""
+    queue_maxsize: int = QUEUE_MAXSIZE
+    """Bytes the queue may take on disk; beyond, the oldest undelivered events are dropped."""
+
+    @property
+    def enabled(self) -> bool:
+        return any(not endpoint.disabled for endpoint in self.endpoints)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     version: str = "0.1"
@@ -199,6 +346,8 @@ class Config:
     tags_maxtags: int = 1000
     auth: AuthConfig = field(default_factory=AuthConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     warnings: tuple[str, ...] = ()
     """What the loader warned about, kept for ``registry check-config``."""
 
@@ -473,6 +622,199 @@ def _rules(key: str, value: object) -> tuple[AccessRule, ...]:
     return tuple(rules)
 
 
+def _interval(key: str, value: object) -> float:
+    """A health check's duration: a Go duration, or registry:2's bare integer of nanoseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value / 1e9
+    else:
+        seconds = parse_duration(key, value)
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be more than 0, got {value!r}")
+    return seconds
+
+
+def _threshold(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ConfigError(f"{key}: expected a whole number of failures, got {value!r}")
+
+
+def _tcp_addr(key: str, value: object) -> str:
+    text = _addr(key, value)
+    if text.startswith("/") or text.startswith("unix:"):
+        raise ConfigError(f"{key}: expected HOST:PORT (TCP), got {value!r}")
+    return text
+
+
+def _status_code(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
+    raise ConfigError(f"{key}: expected an HTTP status code such as 200, got {value!r}")
+
+
+def _entries(key: str, value: object, known: tuple[str, ...]) -> list[dict[str, object]]:
+    """A list of maps (``health.file``, ``health.http``, ...), keys checked and lower-cased."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of checks ({', '.join(known)})")
+    entries = []
+    for index, entry in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a map with {', '.join(known)}")
+        for name in entry:
+            if str(name).lower() not in known:
+                raise ConfigError(f"{where}.{name}: unknown key (known: {', '.join(known)})")
+        entries.append({str(name).lower(): item for name, item in entry.items()})
+    return entries
+
+
+def _optional(
+    entry: Mapping[str, object], where: str, name: str, parse: Callable[[str, object], Any]
+) -> Any:
+    return parse(f"{where}.{name}", entry[name]) if entry.get(name) is not None else None
+
+
+def _required(entry: Mapping[str, object], where: str, name: str) -> object:
+    if entry.get(name) in (None, ""):
+        raise ConfigError(f"{where}.{name}: required")
+    return entry[name]
+
+
+def _file_checks(key: str, value: object) -> tuple[FileCheck, ...]:
+    checks = []
+    for index, entry in enumerate(_entries(key, value, ("file", "interval"))):
+        where = f"{key}[{index}]"
+        path = _string(f"{where}.file", _required(entry, where, "file"))
+        interval = _optional(entry, where, "interval", _interval)
+        checks.append(FileCheck(path, interval or HEALTH_INTERVAL))
+    return tuple(checks)
+
+
+def _http_checks(key: str, value: object) -> tuple[HTTPCheck, ...]:
+    known = ("uri", "headers", "statuscode", "timeout", "interval", "threshold")
+    checks = []
+    for index, entry in enumerate(_entries(key, value, known)):
+        where = f"{key}[{index}]"
+        uri = _string(f"{where}.uri", _required(entry, where, "uri"))
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", uri):
+            raise ConfigError(f"{where}.uri: expected an http(s) URL, got {uri!r}")
+        checks.append(
+            HTTPCheck(
+                uri=uri,
+                headers=_optional(entry, where, "headers", _headers) or {},
+                statuscode=_optional(entry, where, "statuscode", _status_code) or 200,
+                timeout=_optional(entry, where, "timeout", _interval),
+                interval=_optional(entry, where, "interval", _interval) or HEALTH_INTERVAL,
+                threshold=_optional(entry, where, "threshold", _threshold) or 0,
+            )
+        )
+    return tuple(checks)
+
+
+def _tcp_checks(key: str, value: object) -> tuple[TCPCheck, ...]:
+    checks = []
+    for index, entry in enumerate(
+        _entries(key, value, ("addr", "timeout", "interval", "threshold"))
+    ):
+        where = f"{key}[{index}]"
+        checks.append(
+            TCPCheck(
+                addr=_tcp_addr(f"{where}.addr", _required(entry, where, "addr")),
+                timeout=_optional(entry, where, "timeout", _interval),
+                interval=_optional(entry, where, "interval", _interval) or HEALTH_INTERVAL,
+                threshold=_optional(entry, where, "threshold", _threshold) or 0,
+            )
+        )
+    return tuple(checks)
+
+
+def _go_duration(key: str, value: object) -> float:
+    """A duration as registry:2 reads it: a Go duration string, or a bare number of nanoseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value / 1e9
+    return parse_duration(key, value)
+
+
+_ENDPOINT_KEYS = (
+    "name", "disabled", "url", "headers", "timeout", "threshold", "backoff",
+    "ignoredmediatypes", "ignore", "batch",
+)  # fmt: skip
+_IGNORE_KEYS = ("mediatypes", "actions")
+_EVENT_ACTIONS = ("push", "pull", "mount", "delete")
+
+
+def _event_actions(key: str, value: object) -> frozenset[str]:
+    names = _string_list(key, value)
+    for name in names:
+        if name not in _EVENT_ACTIONS:
+            raise ConfigError(f"{key}: unknown action {name!r} ({', '.join(_EVENT_ACTIONS)})")
+    return frozenset(names)
+
+
+def _whole(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+
+
+def _endpoint(where: str, entry: object) -> NotificationEndpoint:
+    """One endpoint; timeout, threshold and backoff of zero or less take the default, as in
+    registry:2."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a map with name, url, headers, timeout, ...")
+    entry = {str(name).lower(): item for name, item in entry.items()}
+    for name in entry:
+        if name not in _ENDPOINT_KEYS:
+            raise ConfigError(f"{where}.{name}: unknown key (known: {', '.join(_ENDPOINT_KEYS)})")
+    for required in ("name", "url"):
+        if required not in entry:
+            raise ConfigError(f"{where}.{required}: required")
+    url = _required_string(f"{where}.url", entry["url"])
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+        raise ConfigError(f"{where}.url: expected an http(s) URL, got {url!r}")
+    ignore = entry.get("ignore") or {}
+    if not isinstance(ignore, dict):
+        raise ConfigError(f"{where}.ignore: expected a map with mediatypes and actions")
+    ignore = {str(name).lower(): item for name, item in ignore.items()}
+    for name in ignore:
+        if name not in _IGNORE_KEYS:
+            raise ConfigError(f"{where}.ignore.{name}: unknown key (mediatypes or actions)")
+    media_types = _string_list(f"{where}.ignoredmediatypes", entry.get("ignoredmediatypes") or [])
+    media_types += _string_list(f"{where}.ignore.mediatypes", ignore.get("mediatypes") or [])
+
+    def positive(name: str, parse: Parser, default: Any) -> Any:
+        value = entry.get(name)
+        parsed = default if value is None else parse(f"{where}.{name}", value)
+        return parsed if parsed > 0 else default
+
+    return NotificationEndpoint(
+        name=_required_string(f"{where}.name", entry["name"]),
+        url=url,
+        headers=_headers(f"{where}.headers", entry.get("headers") or {}),
+        timeout=positive("timeout", _go_duration, 1.0),
+        threshold=positive("threshold", _whole, 10),
+        backoff=positive("backoff", _go_duration, 1.0),
+        ignoredmediatypes=frozenset(media_types),
+        ignoredactions=_event_actions(f"{where}.ignore.actions", ignore.get("actions") or []),
+        disabled=_bool(f"{where}.disabled", entry.get("disabled", False)),
+        batch=_positive_int(f"{where}.batch", entry.get("batch", 1)),
+    )
+
+
+def _endpoints(key: str, value: object) -> tuple[NotificationEndpoint, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of endpoints (name, url, ...)")
+    endpoints = tuple(_endpoint(f"{key}[{index}]", entry) for index, entry in enumerate(value))
+    names = [endpoint.name for endpoint in endpoints]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            # The name keys the endpoint's place in the queue on disk.
+            raise ConfigError(f"{key}[{index}].name: {name!r} names another endpoint too")
+    return endpoints
+
+
 def _section(key: str, value: object) -> object:
     """A section written empty (``htpasswd: {}``): its required keys are reported later."""
     if value not in (None, {}):
@@ -519,6 +861,11 @@ SUPPORTED: dict[str, Parser] = {
     "http.tls.minimumtls": _tls_version,
     "http.tls.ciphersuites": _cipher_suites,
     "http.workers": _count,
+    "http.debug": _section,
+    "http.debug.addr": _tcp_addr,
+    "http.debug.prometheus": _section,
+    "http.debug.prometheus.enabled": _bool,
+    "http.debug.prometheus.path": _url_path,
     "catalog.maxentries": _positive_int,
     "tags.maxtags": _positive_int,
     "auth.htpasswd": _section,
@@ -569,12 +916,9 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "storage.tag",
     "middleware",
     "reporting",
-    "http.debug",
     "http.tls.letsencrypt",
     "http.h2c",
-    "notifications",
     "redis",
-    "health",
     "proxy",
     "compatibility",
     "validation",
@@ -788,7 +1132,19 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         http2_disabled=get("http.http2.disabled", False),
         draintimeout=get("http.draintimeout", 0.0),
         workers=get("http.workers", 0),
+        debug=DebugConfig(
+            addr=get("http.debug.addr"),
+            prometheus=PrometheusConfig(
+                enabled=get("http.debug.prometheus.enabled", False),
+                path=get("http.debug.prometheus.path", "/metrics"),
+            ),
+        ),
     )
+    if http.debug.prometheus.enabled and http.debug.addr is None:
+        warnings += (
+            "http.debug.prometheus: needs http.debug.addr (the listener it is served on); "
+            "no metrics are recorded",
+        )
     level = get("log.level") or get("loglevel") or "info"
     auth = _build_auth(values)
     return Config(

@@ -8,6 +8,7 @@ tests in tests/api/test_http_layer.py fail if one is taken away.
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -114,7 +115,7 @@ def _answer_http1_like_registry2() -> None:
     import h11
     import hypercorn.protocol
     from hypercorn.asyncio.worker_context import EventWrapper
-    from hypercorn.events import Closed, Event
+    from hypercorn.events import Closed, Event, Updated
     from hypercorn.protocol.h11 import H11Protocol
     from hypercorn.typing import H11SendableEvent
 
@@ -178,6 +179,30 @@ def _answer_http1_like_registry2() -> None:
                 )
             await super()._send_h11_event(event)
 
+        async def _maybe_recycle(self) -> None:
+            # Hypercorn's, but a stopping worker keeps the connection too: the answer
+            # just sent may have begun before the stop (so it did not say Connection:
+            # close), and the client may be sending its next request already. That
+            # request is answered (saying close); an unused connection is closed by
+            # the idle timer a moment later (STOP_LINGER).
+            await self._close_stream()
+            if (
+                self.connection.our_state is h11.DONE
+                and self.connection.their_state is h11.DONE
+            ):
+                try:
+                    self.connection.start_next_cycle()
+                except h11.LocalProtocolError:
+                    await self.send(Closed())
+                else:
+                    self.response = None
+                    self.scope = None
+                    await self.can_read.set()
+                    await self.send(Updated(idle=True))
+            else:
+                await self.can_read.set()
+                await self.send(Closed())
+
         # No protocol switches: Upgrade is ignored (RFC 9110 7.8) and the request
         # served as the HTTP/1.1 it also is, as registry:2 does (its http.h2c is off
         # by default). Hypercorn hands a WebSocket upgrade to the app, which has
@@ -219,6 +244,10 @@ def _answer_http1_like_registry2() -> None:
         setattr(hypercorn.protocol, "H11Protocol", RegistryH11Protocol)  # noqa: B010
 
 
+#: Seconds an idle connection stays open once its worker stops, for a request on its way.
+STOP_LINGER = 1.0
+
+
 def _release_connections_clients_closed() -> None:
     """Close a connection as soon as its client has, not when the idle timer next fires.
 
@@ -248,6 +277,21 @@ def _release_connections_clients_closed() -> None:
             if isinstance(event, Updated) and event.idle and self.reading_ended:
                 return  # A request that ends after its client left: nothing to keep alive.
             await super().protocol_send(event)
+
+        async def _idle_timeout(self) -> None:
+            # Hypercorn closes every idle connection the moment the worker stops (a
+            # reload, a shutdown): a request the client is sending on it right then
+            # is lost (reset, or closed without an answer). Here an idle connection
+            # gets a moment more: a client using it sends its request, is answered
+            # (with Connection: close) and sees the connection end after the answer.
+            try:
+                await asyncio.wait_for(
+                    self.context.terminated.wait(), self.config.keep_alive_timeout
+                )
+                await asyncio.sleep(STOP_LINGER)
+            except TimeoutError:
+                pass
+            await asyncio.shield(self._initiate_server_close())
 
     # worker_serve makes its TCPServer by this module-level name.
     if vars(hypercorn.asyncio.run)["TCPServer"] is TCPServer:

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from .config import Config, TLSConfig
+from .debug import DebugListener, RunFolder, bind_debug
 from .protocol import adapt_hypercorn
 
 log = logging.getLogger(__name__)
@@ -274,29 +275,75 @@ def _bound_urls(sockets: Sockets) -> list[str]:
     return urls
 
 
+#: How long a worker retired by a reload may take to finish the requests it has
+#: (an upload of a large layer over a slow link): it accepts nothing new meanwhile.
+RETIRE_GRACE = 3600.0
+
+
 def _worker(
-    config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets, first: bool = True
+    config: Config,
+    hconfig: RegistryHypercornConfig,
+    sockets: Sockets,
+    first: bool = True,
+    ready: Connection | None = None,
+    debug: DebugListener | None = None,
 ) -> None:
-    """One server process: its own app, its own event loop, the shared sockets."""
+    """One server process: its own app, its own event loop, the shared sockets.
+
+    With ``debug`` (``http.debug.addr``), it serves the debug app there too.
+
+    SIGTERM/SIGINT stop it within ``http.draintimeout``; SIGUSR2 (a reload)
+    stops it accepting and lets the requests in flight finish, up to RETIRE_GRACE.
+    """
     # Imported here, after the fork: the supervisor never loads Quart, so it
     # stays small and the workers' memory is their own.
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
-    from .app import create_asgi_app
+    from .app import create_asgi_apps
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # The supervisor's: a reload.
     adapt_hypercorn()
     # Upload purging walks the whole store: one worker does it, not all of them.
-    app = create_asgi_app(config, maintenance=first)
+    app, debug_app, retire_background = create_asgi_apps(config, maintenance=first)
+    if ready is not None:
+        ready.send_bytes(b"ready")  # Built: files read, storage reached. A reload goes on.
+        ready.close()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def finish(grace: float | None = None) -> None:
+            # Read by Hypercorn when it answers and when it stops: every answer from
+            # now on says Connection: close, so no client sends another request here.
+            hconfig.keep_alive_max_requests = 0
+            if grace is not None:
+                hconfig.graceful_timeout = grace
+            stop.set()
+
+        def retire() -> None:
+            finish(RETIRE_GRACE)
+            retire_background()  # The new workers purge, collect, check and deliver.
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await worker_serve(
-            wrap_app(app, 0, "asgi"), hconfig, sockets=sockets, shutdown_trigger=stop.wait
-        )
+            loop.add_signal_handler(signum, finish)
+        loop.add_signal_handler(signal.SIGUSR2, retire)
+        servers = [
+            worker_serve(
+                wrap_app(app, 0, "asgi"), hconfig, sockets=sockets, shutdown_trigger=stop.wait
+            )
+        ]
+        if debug is not None:
+            servers.append(
+                worker_serve(
+                    wrap_app(debug_app, 0, "asgi"),
+                    debug.hconfig,
+                    sockets=debug.sockets,
+                    shutdown_trigger=stop.wait,
+                )
+            )
+        await asyncio.gather(*servers)
 
     _run(main)
 
@@ -314,10 +361,22 @@ def worker_count(config: Config) -> int:
     return config.http.workers or os.cpu_count() or 1
 
 
+Reload = Callable[[], "tuple[Config, TLSFiles | None]"]
+"""Reads the configuration again, checked as at start; raises what a bad one gives."""
+
+
 def serve(
-    config: Config, tls: TLSFiles | None = None, *, ready: Callable[[list[str]], None] | None = None
+    config: Config,
+    tls: TLSFiles | None = None,
+    *,
+    ready: Callable[[list[str]], None] | None = None,
+    reload: Reload | None = None,
 ) -> int:
-    """Bind, start the workers, supervise them until SIGINT/SIGTERM; the exit code."""
+    """Bind, start the workers, supervise them until SIGINT/SIGTERM; the exit code.
+
+    SIGHUP calls ``reload`` and, if the new configuration is good, replaces the
+    workers with ones built from it (see :class:`Supervisor`).
+    """
     hconfig = hypercorn_config(config, tls)
     try:
         sockets = hconfig.create_sockets()
@@ -332,13 +391,54 @@ def serve(
         sock.listen(hconfig.backlog)
     _raise_open_file_limit()
     urls = _bound_urls(sockets)
-    count = worker_count(config)
+    debug = _bind_debug(config, hconfig.backlog)
     if ready is not None:
         ready(urls)
-    if count == 1:
-        _worker(config, hconfig, sockets)
-        return 0
-    return _supervise(config, hconfig, sockets, count)
+    if debug is not None:
+        log.info("debug endpoints at %s (metrics, /debug/health)", ", ".join(debug.urls()))
+        if not all(is_loopback_url(url) for url in debug.urls()):
+            log.warning(
+                "http.debug.addr: %s answers anyone who reaches it (no access control, as "
+                "in registry:2): keep it on localhost or a private network",
+                config.http.debug.addr,
+            )
+    # Made before the workers: prometheus-client's multiprocess folder, and health results.
+    folder = RunFolder()
+    try:
+        return Supervisor(config, tls, hconfig, sockets, reload, debug, folder).run()
+    finally:
+        for group in (sockets.secure_sockets, sockets.insecure_sockets):
+            for sock in group:
+                sock.close()
+        if debug is not None:
+            debug.close()
+        folder.remove()
+        sys.stdout.flush()
+
+
+def is_loopback_url(url: str) -> bool:
+    """Served on this machine only (localhost, a loopback address, a unix socket)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or "+unix" in url:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind_debug(config: Config, backlog: int) -> DebugListener | None:
+    """The debug listener (``http.debug.addr``), bound once like the public sockets."""
+    addr = config.http.debug.addr
+    if addr is None:
+        return None
+    try:
+        return bind_debug(addr, binds(addr), backlog)
+    except OSError as error:
+        raise ServerError(str(error)) from None
 
 
 def _keep_alive(sock: socket.socket) -> None:
@@ -373,56 +473,209 @@ def _raise_open_file_limit() -> None:
 
 #: A worker that dies sooner than this after its start is not restarted: it would again.
 EARLY_EXIT = 2.0
+#: How long the workers of a reloaded configuration may take to be built.
+READY_TIMEOUT = 60.0
 
 
-def _supervise(
-    config: Config, hconfig: RegistryHypercornConfig, sockets: Sockets, count: int
-) -> int:
-    context = multiprocessing.get_context("fork")
-    stopping = False
-    exit_code = 0
-    started: dict[int, float] = {}
-    firsts: dict[int, bool] = {}
+@dataclass
+class _Worker:
+    process: BaseProcess
+    started: float
+    first: bool
 
-    def start(first: bool) -> BaseProcess:
-        process = context.Process(
-            target=_worker, args=(config, hconfig, sockets, first), daemon=False
+
+class Supervisor:
+    """Starts the workers, restarts one that dies, and replaces them all on SIGHUP.
+
+    A reload is a rolling replacement, so no connection is dropped: the new
+    configuration is read and checked (a bad one is logged, naming the key, and
+    the running one stays); workers built from it are started on the same
+    sockets and, once every one of them is built, the old ones stop accepting
+    and finish the requests they have (SIGUSR2). What cannot change without
+    binding again (where it listens, TLS on or off) needs a restart and is
+    refused. Log level, read-only mode, users and rules, notification
+    endpoints and renewed certificate files all take effect.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        tls: TLSFiles | None,
+        hconfig: RegistryHypercornConfig,
+        sockets: Sockets,
+        reload: Reload | None,
+        debug: DebugListener | None = None,
+        folder: RunFolder | None = None,
+    ) -> None:
+        self.config = config
+        self.debug = debug
+        self.folder = folder
+        self.tls = tls
+        self.hconfig = hconfig
+        self.sockets = sockets
+        self.reload = reload
+        self.context = multiprocessing.get_context("fork")
+        self.workers: dict[int, _Worker] = {}
+        """The current generation, by sentinel."""
+        self.retiring: dict[int, BaseProcess] = {}
+        self.stopping = False
+        self.reload_asked = False
+        self.exit_code = 0
+
+    def _start(self, first: bool, ready: Connection | None = None) -> _Worker:
+        process = self.context.Process(
+            target=_worker,
+            args=(self.config, self.hconfig, self.sockets, first, ready, self.debug),
+            daemon=False,
         )
         process.start()
-        started[process.sentinel] = time.monotonic()
-        firsts[process.sentinel] = first
-        return process
+        return _Worker(process, time.monotonic(), first)
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
+    def _signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_asked = True
+        else:
+            self.stopping = True
+            # Our copies of the listening sockets go now, the workers' when they
+            # stop accepting: a new connection is then refused at once instead of
+            # waiting in the backlog, unanswered, until the drain ends.
+            for group in (self.sockets.secure_sockets, self.sockets.insecure_sockets):
+                for sock in group:
+                    sock.close()
+            self._kill(signal.SIGTERM)
+
+    def _kill(self, signum: int) -> None:
+        for process in [w.process for w in self.workers.values()] + list(self.retiring.values()):
             if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signum)
 
-    processes = [start(index == 0) for index in range(count)]
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while processes:
-        finished = wait([process.sentinel for process in processes])
-        for process in [p for p in processes if p.sentinel in finished]:
-            process.join()
-            processes.remove(process)
-            if stopping:
-                continue
-            if time.monotonic() - started[process.sentinel] < EARLY_EXIT:
-                log.error(
-                    "worker %s failed at start (code %s); stopping", process.pid, process.exitcode
-                )
-                exit_code = 1
-                stop(signal.SIGTERM, None)
-            else:
-                log.error(
-                    "worker %s exited with code %s; starting another", process.pid, process.exitcode
-                )
-                processes.append(start(firsts[process.sentinel]))
-    for group in (sockets.secure_sockets, sockets.insecure_sockets):
-        for sock in group:
-            sock.close()
-    sys.stdout.flush()
-    return exit_code
+    def run(self) -> int:
+        count = worker_count(self.config)
+        for index in range(count):
+            worker = self._start(index == 0)
+            self.workers[worker.process.sentinel] = worker
+        wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(wakeup_write, False)
+        previous = signal.set_wakeup_fd(wakeup_write)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._signal)
+        try:
+            while self.workers or self.retiring:
+                waiting = [*self.workers, *self.retiring, wakeup_read]
+                for ready in wait(waiting):
+                    if ready == wakeup_read:
+                        os.read(wakeup_read, 512)
+                    elif ready in self.retiring:
+                        self._gone(self.retiring.pop(ready))
+                    elif ready in self.workers:
+                        self._exited(self.workers.pop(ready))
+                if self.reload_asked and not self.stopping:
+                    self.reload_asked = False
+                    self._reload()
+        finally:
+            signal.set_wakeup_fd(previous)
+            os.close(wakeup_read)
+            os.close(wakeup_write)
+        return self.exit_code
+
+    def _gone(self, process: BaseProcess) -> None:
+        process.join()
+        if self.folder is not None:
+            self.folder.worker_exited(process.pid)  # Its in-flight gauges stop counting.
+
+    def _exited(self, worker: _Worker) -> None:
+        process = worker.process
+        self._gone(process)
+        if self.stopping:
+            return
+        if time.monotonic() - worker.started < EARLY_EXIT:
+            log.error(
+                "worker %s failed at start (code %s); stopping", process.pid, process.exitcode
+            )
+            self.exit_code = 1
+            self.stopping = True
+            self._kill(signal.SIGTERM)
+            return
+        log.error("worker %s exited with code %s; starting another", process.pid, process.exitcode)
+        replacement = self._start(worker.first)
+        self.workers[replacement.process.sentinel] = replacement
+
+    def _reload(self) -> None:
+        if self.reload is None:
+            log.warning("SIGHUP: this registry was started without a configuration to read again")
+            return
+        try:
+            config, tls = self.reload()
+            _check_reloadable(self.config, config, self.tls, tls)
+        except (ValueError, ServerError) as error:
+            log.error("reload refused, the running configuration stays: %s", error)
+            return
+        old = (self.config, self.tls, self.hconfig)
+        self.config, self.tls = config, tls
+        self.hconfig = hypercorn_config(config, tls)
+        fresh = self._start_generation(worker_count(config))
+        if fresh is None:
+            self.config, self.tls, self.hconfig = old
+            log.error("reload refused, the running configuration stays: new workers failed")
+            return
+        for worker in self.workers.values():
+            self.retiring[worker.process.sentinel] = worker.process
+            if worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGUSR2)
+        self.workers = fresh
+        log.info(
+            "configuration reloaded: %d new worker(s); %d finishing their requests",
+            len(fresh),
+            len(self.retiring),
+        )
+
+    def _start_generation(self, count: int) -> dict[int, _Worker] | None:
+        """Workers of the current configuration, once all are built; None if one fails."""
+        started: dict[int, _Worker] = {}
+        pipes: dict[Connection, _Worker] = {}
+        for index in range(count):
+            parent, child = self.context.Pipe(duplex=False)
+            worker = self._start(index == 0, child)
+            child.close()
+            started[worker.process.sentinel] = worker
+            pipes[parent] = worker
+        deadline = time.monotonic() + READY_TIMEOUT
+        failed = False
+        while pipes and not failed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failed = True
+                break
+            for ready in wait([*pipes, *started], timeout=left):
+                if isinstance(ready, Connection):
+                    try:
+                        ready.recv_bytes()
+                    except EOFError:  # Died before it was built.
+                        failed = True
+                    pipes.pop(ready)
+                    ready.close()
+                else:
+                    failed = True  # A new worker exited.
+        for pipe in pipes:
+            pipe.close()
+        if not failed:
+            return started
+        for worker in started.values():
+            if worker.process.is_alive() and worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGKILL)
+            self._gone(worker.process)
+        return None
+
+
+def _check_reloadable(
+    old: Config, new: Config, old_tls: TLSFiles | None, new_tls: TLSFiles | None
+) -> None:
+    """What a reload cannot change (the sockets are bound once): refused, naming the key."""
+    for key, before, after in (
+        ("http.addr", old.http.addr, new.http.addr),
+        ("http.net", old.http.net, new.http.net),
+        ("http.tls", old_tls is not None, new_tls is not None),
+        ("http.debug.addr", old.http.debug.addr, new.http.debug.addr),
+    ):
+        if before != after:
+            raise ServerError(f"{key}: changing it needs a restart (the sockets are bound once)")

@@ -261,8 +261,14 @@ def rss_bytes(pid: int) -> int:
 
 
 def open_files(pid: int) -> int:
-    """File descriptors ``pid`` holds."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """File descriptors ``pid`` and its descendants (the server's workers) hold."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{member}/fd"))
+        except OSError:
+            continue
+    return total
 
 
 def header_lines(head: bytes) -> Iterable[bytes]:

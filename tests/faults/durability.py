@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.raw_http import process_tree
 from tests.conftest import RegistryProcess
 
 SYNCS = ("fsync", "fdatasync")
@@ -129,6 +130,15 @@ def _tracer(pid: int) -> int:
         return int(next(line for line in file if line.startswith("TracerPid:")).split()[1])
 
 
+def serving_pid(server: RegistryProcess) -> int:
+    """The one worker of a one-worker server: the process that does the storage calls
+    (the supervisor above it forks it and only watches)."""
+    assert server.process is not None
+    workers = process_tree(server.process.pid)[1:]
+    assert len(workers) == 1, f"one worker expected, found processes {workers}"
+    return workers[0]
+
+
 def attach_strace(
     server: RegistryProcess, calls: Sequence[str], *options: str
 ) -> subprocess.Popen[bytes]:
@@ -137,9 +147,8 @@ def attach_strace(
     Attached, not started by strace: strace ends when the server does, and
     ``terminate()`` detaches it, leaving the server to its fixture.
     """
-    assert server.process is not None
     httpx.get(f"{server.url}/v2/", timeout=60)
-    pid = server.process.pid
+    pid = serving_pid(server)
     command = ["strace", "-qq", "-p", str(pid), "-e", f"trace={','.join(calls)}", *options]
     tracer = subprocess.Popen(command)
     deadline = time.monotonic() + 30

@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import RegistryProcess
 from tests.e2e.needs import require
 from tests.faults.clients import ACCEPT, Blob, Image, Job, Layer, Ledger, Pusher
-from tests.faults.durability import attach_strace
+from tests.faults.durability import attach_strace, serving_pid
 from tests.faults.invariants import StoreChecker
 from tests.pushing import DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST
 
@@ -123,9 +123,8 @@ def crash_points(template: Path, tmp_path_factory: pytest.TempPathFactory) -> li
     root = _storage(template, workdir / "storage")
     trace = workdir / "strace.txt"
     server = RegistryProcess(workdir, _config(root)).start()
-    assert server.process is not None
-    main = server.process.pid
     tracer = attach_strace(server, CALLS, "-f", "-o", str(trace))
+    main = serving_pid(server)
     try:
         pusher = _pusher()
         assert pusher.job is not None

@@ -76,7 +76,10 @@ def test_registry2_image_config_starts_with_warnings_for_what_is_ignored(tmp_pat
     assert config.storage.parameters == {"rootdirectory": "/var/lib/registry"}
     warned = " ".join(config.warnings)
     assert "storage.cache.blobdescriptor" in warned
-    assert "health.storagedriver" in warned
+    assert "health" not in warned  # Supported: the image's storage check runs.
+    assert config.health.storagedriver.enabled is True
+    assert config.health.storagedriver.interval == 10.0
+    assert config.health.storagedriver.threshold == 3
 
 
 def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> None:

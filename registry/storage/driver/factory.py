@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from . import StorageDriver
 from .filesystem import FilesystemDriver
 from .inmemory import InMemoryDriver
+from .instrumented import InstrumentedDriver, Observe
 
 DriverFactory = Callable[[Mapping[str, object]], StorageDriver]
 
@@ -25,9 +26,13 @@ DRIVERS: Mapping[str, DriverFactory] = {
 }
 
 
-def create_driver(name: str, parameters: Mapping[str, object]) -> StorageDriver:
+def create_driver(
+    name: str, parameters: Mapping[str, object], *, observe: Observe | None = None
+) -> StorageDriver:
+    """The named driver; with ``observe``, its actions are timed for the metrics."""
     try:
         factory = DRIVERS[name]
     except KeyError:
         raise ValueError(f"unknown storage driver {name!r}") from None
-    return factory(parameters)
+    driver = factory(parameters)
+    return driver if observe is None else InstrumentedDriver(driver, observe)
