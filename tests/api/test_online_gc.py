@@ -4,7 +4,7 @@ push and pull, takes what is garbage, and never what a push is using.
 The stress test pushes (new layers, re-pushes of old layers that may be garbage
 already, cross-repository mounts, indexes, referrers), moves and deletes tags
 and images, and pulls, against a collector running continuously with a grace
-delay of two seconds, for ``GC_STRESS_SECONDS`` (60 by default; each run
+delay of two seconds, for ``GC_STRESS_SECONDS`` (120 by default; each run
 prints its seed, ``GC_STRESS_SEED`` replays it). Every image pushed and kept
 must pull back whole with the right digests, during the run and after; once the
 clients stop, the store must hold exactly the blobs the kept images reach.
@@ -423,7 +423,7 @@ class Puller:
 
 
 def test_stress_collection_while_clients_push_and_pull(registry_factory: Factory) -> None:
-    seconds = float(os.environ.get("GC_STRESS_SECONDS", "60"))
+    seconds = float(os.environ.get("GC_STRESS_SECONDS", "120"))
     seed = int(os.environ.get("GC_STRESS_SEED", str(random.randrange(1 << 30))))
     print(f"GC stress: {seconds:.0f}s, GC_STRESS_SEED={seed}")
     registry = registry_factory(gc_config(), workers=2)
