@@ -26,6 +26,7 @@ from .metrics import FLUSH_SECONDS, Recorder
 from .middleware import RegistryMiddleware
 from .notifications import Notifier, NotifyingApp
 from .storage import Store
+from .storage.catalog_index import IndexedCatalog
 from .storage.driver import StorageDriver
 from .storage.driver.factory import create_driver
 from .storage.gc import GC_EXTENSION, OnlineCollector
@@ -53,6 +54,11 @@ class Background:
             task.cancel()
         self.tasks.append(task)
         return task
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def retire(self) -> None:
         """Called by the worker's SIGUSR2 handler, in the event loop."""
@@ -116,18 +122,16 @@ def create_app(
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
         purging = config.storage.upload_purging
-        task = None
         if maintenance and purging.enabled and not config.storage.readonly:
-            task = background.start(_purge_periodically(store, config))
-        collecting = background.start(collector.run_forever()) if collector else None
+            background.start(_purge_periodically(store, config))
+        if collector is not None:
+            background.start(collector.run_forever())
+        if maintenance and isinstance(store.catalog, IndexedCatalog):
+            background.start(store.catalog.reindex_periodically())
         if notifier is not None:
             await notifier.start()
         yield
-        if task is not None:
-            task.cancel()
-        if collecting is not None:
-            collecting.cancel()
-            await asyncio.gather(collecting, return_exceptions=True)  # Before the store closes.
+        await background.stop()  # Before the store closes.
         if notifier is not None:
             await notifier.stop()
         await store.close()
@@ -176,7 +180,7 @@ def create_asgi_apps(
     background: Background = app.extensions[BACKGROUND_EXTENSION]
     access = services.access
     inner: ASGIFramework = NativeReads(
-        app, services.store, match, config.http.prefix, guarded=access is not None
+        app, services.store, match, config.http.prefix, guarded=access is not None, config=config
     )
     if services.notifier is not None:
         inner = NotifyingApp(inner, services.notifier)

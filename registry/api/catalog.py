@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Response, request
-
-from ..auth.grant import grant_of
 from ..errors import ErrorCode, RegistryError
-from .context import services
-from .tags import paged, query_number
+from ..storage import Store
+from .native import Read, Reply
+from .tags import page_reply, query_number
 
 #: registry:2's page without ``n`` (at most ``catalog.maxentries``).
 DEFAULT_ENTRIES = 100
@@ -16,14 +14,14 @@ DEFAULT_ENTRIES = 100
 _INT64_MAX = 2**63 - 1
 
 
-def catalog_page_size(maxentries: int) -> int:
+def catalog_page_size(text: str | None, maxentries: int) -> int:
     """The page size registry:2 2.8 gives ``n``.
 
     More than ``catalog.maxentries`` is a 400; no number, a negative one or one
     too big for 64 bits is ignored (the default page).
     """
     default = min(DEFAULT_ENTRIES, maxentries)
-    number = query_number("n")
+    number = query_number(text)
     if number is None:
         return default
     sign, digits = number
@@ -41,11 +39,14 @@ def catalog_page_size(maxentries: int) -> int:
     return n
 
 
-async def list_repositories() -> Response:
-    registry = services()
-    n = catalog_page_size(registry.config.catalog_maxentries)
-    names = await registry.store.repositories()
-    grant = grant_of(request.scope)
-    if grant is not None:
-        names = [name for name in names if grant.lists(name)]
-    return paged("/v2/_catalog", "repositories", {}, names, n)
+async def read_catalog(store: Store, read: Read) -> Reply:
+    """Served natively from the index (``storage/catalog_index.py``): what the caller may
+    pull, after ``last``."""
+    n = catalog_page_size(read.arg("n"), read.config.catalog_maxentries)
+    keep = read.grant.lists if read.grant is not None else _everything
+    names, more = await store.catalog.page(read.arg("last"), n, keep)
+    return page_reply(read, "/v2/_catalog", "repositories", {}, names, more, n)
+
+
+def _everything(name: str) -> bool:
+    return True

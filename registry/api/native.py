@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from ..auth.grant import grant_of
+from ..auth.grant import Grant, grant_of
+from ..config import Config
 from ..errors import ErrorCode, RegistryError
 from ..storage import Store
 from .errors import to_registry_error
@@ -33,13 +35,31 @@ class Read:
     method: str
     headers: Mapping[bytes, bytes]
     """Lower-case names, as ASGI gives them."""
+    query: bytes = b""
+    grant: Grant | None = None
+    """What access control granted (None when it is off)."""
+    config: Config = field(default_factory=Config)
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None
 
+    def arg(self, name: str) -> str | None:
+        """A query parameter's first value, as Quart's ``request.args`` gives it."""
+        if not self.query:
+            return None
+        values = parse_qs(self.query.decode("latin-1"), keep_blank_values=True).get(name)
+        return values[0] if values else None
+
     @classmethod
-    def of(cls, method: str, pairs: Iterable[tuple[bytes, bytes]]) -> Read:
+    def of(
+        cls,
+        method: str,
+        pairs: Iterable[tuple[bytes, bytes]],
+        query: bytes = b"",
+        grant: Grant | None = None,
+        config: Config | None = None,
+    ) -> Read:
         """A read with a repeated header's values joined by commas (RFC 9110, 5.3).
 
         Docker's client sends one ``Accept`` per media type; keeping only the
@@ -49,7 +69,7 @@ class Read:
         for name, value in pairs:
             name = name.lower()
             headers[name] = headers[name] + b", " + value if name in headers else value
-        return cls(method, headers)
+        return cls(method, headers, query, grant, config or Config())
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,8 @@ class NativeReads:
     prefix: str = ""
     guarded: bool = False
     """Access control is on: a request the guard has not passed is refused."""
+    config: Config = field(default_factory=Config)
+    """What handlers may read of the configuration (page sizes, the prefix)."""
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -116,8 +138,9 @@ class NativeReads:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:
-        read = Read.of(scope["method"], scope["headers"])
-        if self.guarded and grant_of(scope) is None:
+        grant = grant_of(scope)
+        read = Read.of(scope["method"], scope["headers"], scope["query_string"], grant, self.config)
+        if self.guarded and grant is None:
             # Access control is on but the guard did not run: refuse rather than serve.
             reply = error_reply(RegistryError(ErrorCode.UNAUTHORIZED), read.method)
         else:

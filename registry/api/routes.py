@@ -60,8 +60,8 @@ def _route(
 # Order matters where patterns overlap: uploads before blobs.
 ROUTES: tuple[Route, ...] = (
     _route("base", r"", {"GET": base.check, "HEAD": base.check}, {"GET": LOGIN, "HEAD": LOGIN}),
-    _route("catalog", r"_catalog", {"GET": catalog.list_repositories}, {"GET": LIST}),
-    _route("tags", r"(?P<name>.+)/tags/list", {"GET": tags.list_tags}, REPOSITORY_NEEDS),
+    _route("catalog", r"_catalog", {"GET": Native(catalog.read_catalog)}, {"GET": LIST}),
+    _route("tags", r"(?P<name>.+)/tags/list", {"GET": Native(tags.read_tags)}, REPOSITORY_NEEDS),
     _route(
         "manifest",
         r"(?P<name>.+)/manifests/(?P<reference>[^/]+)",
@@ -187,6 +187,9 @@ async def dispatch(rest: str = "") -> Response:
         read = Read.of(
             method,
             ((k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()),
+            request.scope["query_string"],
+            grant_of(request.scope),
+            config,
         )
         reply = await handler.handler(services().store, read, **arguments)
         return respond(reply.status, reply.headers, b"" if method == "HEAD" else reply.body)

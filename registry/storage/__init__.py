@@ -5,11 +5,12 @@ The store never sees a request; the API never sees a path.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from ..reference import validate_name
 from .blobs import BlobStore, LinkedBlobs
-from .catalog import repositories
+from .catalog_index import Catalog, catalog_for
 from .driver import StorageDriver
 from .manifests import ManifestCache, Manifests
 from .uploads import HasherCache, Uploads
@@ -33,9 +34,11 @@ class Store:
     blobs: BlobStore = field(init=False)
     manifest_cache: ManifestCache = field(default_factory=ManifestCache)
     hashers: HasherCache = field(default_factory=HasherCache)
+    catalog: Catalog = field(init=False)
 
     def __post_init__(self) -> None:
         self.blobs = BlobStore(self.driver)
+        self.catalog = catalog_for(self.driver)
 
     def repository(self, name: str) -> Repository:
         """The repository named ``name``, which must already match the name grammar."""
@@ -44,12 +47,15 @@ class Store:
         return Repository(
             name=name,
             blobs=linked,
-            manifests=Manifests(self.blobs, linked, name, self.manifest_cache),
+            manifests=Manifests(self.blobs, linked, name, self.manifest_cache, self.catalog),
             uploads=Uploads(self.blobs, linked, name, self.hashers),
         )
 
     async def repositories(self) -> list[str]:
-        return await repositories(self.driver)
+        """Every repository name, sorted (the catalog without paging)."""
+        names, _ = await self.catalog.page(None, sys.maxsize, lambda _: True)
+        return names
 
     async def close(self) -> None:
+        self.catalog.close()
         await self.driver.close()

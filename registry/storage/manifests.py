@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..manifests import (
     INDEXES,
@@ -25,6 +26,9 @@ from ..reference import Digest, is_digest
 from . import paths
 from .blobs import BlobStore, LinkedBlobs, exists, link_content, read_link
 from .driver import PathNotFoundError
+
+if TYPE_CHECKING:
+    from .catalog_index import Catalog
 from .errors import (
     BlobUnknownError,
     DigestMismatchError,
@@ -68,13 +72,19 @@ class ManifestCache:
 
 class Manifests:
     def __init__(
-        self, blobs: BlobStore, linked: LinkedBlobs, name: str, cache: ManifestCache
+        self,
+        blobs: BlobStore,
+        linked: LinkedBlobs,
+        name: str,
+        cache: ManifestCache,
+        catalog: Catalog | None = None,
     ) -> None:
         self.driver = blobs.driver
         self.blobs = blobs
         self.linked = linked
         self.name = name
         self.cache = cache
+        self.catalog = catalog
 
     # Reading
 
@@ -133,6 +143,8 @@ class Manifests:
         await self.blobs.put(digest, data)
         self.cache.put(StoredManifest(digest, data, manifest.media_type))
         await self.driver.put_content(paths.revision_link(self.name, digest), link_content(digest))
+        if self.catalog is not None:
+            await self.catalog.created(self.name)  # Listed from every worker once answered.
         if manifest.subject is not None:
             await self.driver.put_content(
                 paths.referrer_link(self.name, manifest.subject.digest, digest),

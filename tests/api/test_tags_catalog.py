@@ -343,3 +343,22 @@ def test_catalog_page_without_n_is_100(registry_factory: Factory) -> None:
         assert _next_link(response) == "/v2/_catalog?last=r099&n=100"
         assert client.get("/v2/_catalog?last=r099").json()["repositories"] == ["r100"]
         assert len(client.get("/v2/_catalog?n=101").json()["repositories"]) == 101
+
+
+def test_a_push_is_in_the_catalog_of_every_worker_at_once(registry_factory: Factory) -> None:
+    """Each worker keeps the catalog's index in memory: a repository pushed through one
+    is listed by the next request, whichever worker takes it (new connections spread
+    over both; the access log's process ids show both answered)."""
+    registry = registry_factory(workers=2)
+    names: list[str] = []
+    for n in range(12):
+        name = f"spread/app{n:02}" if n % 2 else f"flat{n:02}"
+        with httpx.Client(base_url=registry.url) as client:
+            push_image(client, name, "v1")
+        names.append(name)
+        for _ in range(3):
+            with httpx.Client(base_url=registry.url) as client:
+                listed = client.get("/v2/_catalog", params={"n": 1000}).json()["repositories"]
+            assert listed == sorted(names)
+    pids = set(re.findall(r"registry\.access\[(\d+)\]", registry.log_with("_catalog")))
+    assert len(pids) == 2, "one worker answered everything: the test proved nothing"

@@ -104,6 +104,8 @@ async def test_image_layout(store: Store, root: Path) -> None:
         repo_path(name, f"_manifests/revisions/sha256/{digest.hex}/link"): link(digest),
         repo_path(name, "_manifests/tags/latest/current/link"): link(digest),
         repo_path(name, f"_manifests/tags/latest/index/sha256/{digest.hex}/link"): link(digest),
+        # The catalog's index, beside repositories/ where registry:2 never looks.
+        f"{V2}/_catalog/repositories": b"library/hello\n",
     }
 
 
