@@ -5,8 +5,9 @@
 
 Measures, for each registry in turn (interleaved, best of ``--rounds``):
 blob upload MB/s (monolithic PUT of a ``--size-mib`` blob with curl), blob
-download MB/s (curl), manifest GET by tag requests/s with wrk at concurrency 1
-and 32. Both registries run with log level warn and access logs off (on with
+download MB/s (curl), manifest GET by tag and tags/list (51 tags) requests/s
+with wrk at concurrency 1 and 32 (the catalog: ``bench/catalog.py``). Both
+registries run with log level warn and access logs off (on with
 ``--access-log``, written to a file as a service would). The
 clients (curl, wrk) share the machine's cores with the servers, equally.
 
@@ -122,6 +123,8 @@ def wrk_rps(url: str, connections: int, duration: int, headers: dict[str, str]) 
 
 
 REPO = "bench/image"
+#: Tags of REPO besides ``latest``, for the tags/list measure.
+TAGS = 50
 USER, PASSWORD = "bench", "bench-password"
 SERVICE = "registry-bench"
 
@@ -174,14 +177,23 @@ def measure(
     server: Server, blob: Path, digest: str, duration: int, headers: dict[str, str]
 ) -> dict[str, float]:
     with httpx.Client(base_url=server.url, headers=headers) as client:
-        push_image(client, REPO, "latest")
+        _, manifest = push_image(client, REPO, "latest")
+        for n in range(TAGS):
+            client.put(
+                f"/v2/{REPO}/manifests/v{n}",
+                content=manifest,
+                headers={"Content-Type": ACCEPT},
+            ).raise_for_status()
     size = blob.stat().st_size
     manifest_url = f"{server.url}/v2/{REPO}/manifests/latest"
+    tags_url = f"{server.url}/v2/{REPO}/tags/list"
     result = {
         "upload_MBps": upload_mbps(server, blob, digest, REPO, headers),
         "download_MBps": download_mbps(server, digest, size, REPO, headers),
         "manifest_get_rps_c1": wrk_rps(manifest_url, 1, duration, headers),
         "manifest_get_rps_c32": wrk_rps(manifest_url, 32, duration, headers),
+        "tags_list_rps_c1": wrk_rps(tags_url, 1, duration, headers),
+        "tags_list_rps_c32": wrk_rps(tags_url, 32, duration, headers),
     }
     return result
 

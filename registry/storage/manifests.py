@@ -210,17 +210,12 @@ class Manifests:
         """The tags that answer: a folder whose ``current/link`` was never written (a
         crash while the tag was made) is not one, though registry:2 lists it."""
         try:
-            names = await self.driver.list(paths.tags(self.name))
+            return await self.driver.list_holding(paths.tags(self.name), "current/link")
         except PathNotFoundError:
             # The catalog's rule: a repository is a folder with _manifests in it.
             if not await exists(self.driver, paths.manifests(self.name)):
                 raise RepositoryUnknownError(self.name) from None
             return []
-        return [
-            name
-            for name in names
-            if await exists(self.driver, paths.tag_current_link(self.name, name))
-        ]
 
     async def referrers(
         self, subject: Digest, artifact_type: str | None

@@ -628,6 +628,20 @@ async def test_list_only_direct_children(driver: StorageDriver) -> None:
     assert await driver.list(f"{ROOT}/a/3/deep") == ["deeper"]
 
 
+async def test_list_holding(driver: StorageDriver) -> None:
+    """The children holding a file at a relative path (how tags are listed): a child
+    with the folder but not the file, or the file elsewhere, is not one."""
+    for path in ("t/a/current/link", "t/b/current/link", "t/c/index/x", "t/d/current/other"):
+        await driver.put_content(f"{ROOT}/{path}", b"x")
+    await driver.put_content(f"{ROOT}/t/e", b"a file, not a folder")
+    assert await driver.list_holding(f"{ROOT}/t", "current/link") == ["a", "b"]
+    assert await driver.list_holding(f"{ROOT}/t", "index/x") == ["c"]
+    with pytest.raises(PathNotFoundError):
+        await driver.list_holding(f"{ROOT}/missing", "current/link")
+    with pytest.raises(InvalidPathError):
+        await driver.list_holding(f"{ROOT}/../t", "current/link")
+
+
 async def test_list_of_a_file(driver: StorageDriver) -> None:
     path = f"{ROOT}/file"
     await driver.put_content(path, b"x")

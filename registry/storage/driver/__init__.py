@@ -135,6 +135,22 @@ class StorageDriver(ABC):
         """Names of the direct children of a directory, sorted."""
         return await self._list(check_path(path))
 
+    async def list_holding(self, path: str, inner: str) -> builtins.list[str]:
+        """The children of directory ``path`` that hold the file ``inner`` (a relative
+        path), sorted: listing tags asks this of every tag, so drivers may do it at once."""
+        check_path(f"{check_path(path)}/child/{inner}")  # ``inner`` stays below a child.
+        return await self._list_holding(path, inner)
+
+    async def _list_holding(self, path: str, inner: str) -> builtins.list[str]:
+        found = []
+        for name in await self._list(path):
+            try:
+                await self._stat(f"{path}/{name}/{inner}")
+            except PathNotFoundError:
+                continue
+            found.append(name)
+        return found
+
     async def move(self, source: str, destination: str) -> None:
         """Rename, replacing the destination atomically."""
         await self._move(check_path(source), check_path(destination))

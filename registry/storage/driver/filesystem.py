@@ -277,6 +277,18 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFoundError(path) from None
         return sorted(name for name in names if TEMPORARY_MARK not in name)
 
+    async def _list_holding(self, path: str, inner: str) -> list[str]:
+        # Here and not in a thread: a few microseconds a child on a local disk.
+        return self._list_holding_sync(path, inner)
+
+    def _list_holding_sync(self, path: str, inner: str) -> list[str]:
+        folder = self._full(path)
+        return [
+            name
+            for name in self._list_sync(path)
+            if os.path.exists(f"{folder}/{name}/{inner}")
+        ]
+
     async def _move(self, source: str, destination: str) -> None:
         if self.fsync:
             # Syncing a blob's data takes as long as writing it out: not on the event loop.

@@ -59,6 +59,13 @@ class InstrumentedDriver(StorageDriver):
         finally:
             self.observe("List", perf_counter() - started)
 
+    async def _list_holding(self, path: str, inner: str) -> builtins.list[str]:
+        started = perf_counter()
+        try:
+            return await self.inner._list_holding(path, inner)
+        finally:
+            self.observe("List", perf_counter() - started)
+
     async def _move(self, source: str, destination: str) -> None:
         started = perf_counter()
         try:
