@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hypercorn.typing import ASGIFramework
 from quart import Quart
@@ -17,12 +17,10 @@ from .api.context import EXTENSION, Services
 from .api.native import NativeReads
 from .api.routes import match, need_of
 from .auth import build_access_control
-from .auth.guard import AccessGuard
 from .body import StreamedConnection, StreamedRequest
 from .config import Config
 from .debug import DebugApp, run_folder
 from .health import HealthChecker, HealthGate, HealthState, checks_of
-from .metrics import FLUSH_SECONDS, Recorder
 from .middleware import RegistryMiddleware
 from .notifications import Notifier, NotifyingApp
 from .storage import Store
@@ -31,6 +29,9 @@ from .storage.driver import StorageDriver
 from .storage.driver.factory import create_driver
 from .storage.gc import GC_EXTENSION, OnlineCollector
 from .storage.purge import purge_uploads
+
+if TYPE_CHECKING:
+    from .metrics import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,11 @@ def create_asgi_apps(
 ) -> Apps:
     """The public app (see :func:`create_asgi_app`) and the debug listener's, sharing
     this worker's metrics and health; ``maintenance`` runs the health checks too."""
-    recorder = Recorder(config.storage.driver) if config.http.debug.metrics else None
+    recorder = None
+    if config.http.debug.metrics:
+        from .metrics import Recorder  # prometheus-client: only where metrics are on.
+
+        recorder = Recorder(config.storage.driver)
     if driver is None and recorder is not None:
         parameters = config.storage.parameters
         driver = create_driver(config.storage.driver, parameters, observe=recorder.observe_storage)
@@ -185,6 +190,8 @@ def create_asgi_apps(
     if services.notifier is not None:
         inner = NotifyingApp(inner, services.notifier)
     if access is not None:
+        from .auth.guard import AccessGuard  # With its token and password libraries: on use.
+
         inner = AccessGuard(inner, access.controller, need_of, config.http.prefix)
     health = HealthState(run_folder(), configured=config.health.enabled)
     if config.health.enabled:
@@ -237,6 +244,8 @@ async def _observed(
 
 
 async def _flush_periodically(recorder: Recorder) -> None:
+    from .metrics import FLUSH_SECONDS
+
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:

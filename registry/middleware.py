@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.typing import (
     ASGIReceiveCallable,
@@ -26,7 +26,9 @@ from .api.native import error_reply, send_reply
 from .auth.grant import user_of
 from .errors import ErrorCode, RegistryError
 from .logs import LOG_FIELDS
-from .metrics import Recorder
+
+if TYPE_CHECKING:
+    from .metrics import Recorder
 
 ASGIApp = Any
 
