@@ -5,8 +5,12 @@
 
 Measures, for each registry in turn (interleaved, best of ``--rounds``):
 blob upload MB/s (monolithic PUT of a ``--size-mib`` blob with curl), blob
-download MB/s (curl), manifest GET by tag and tags/list (51 tags) requests/s
-with wrk at concurrency 1 and 32 (the catalog: ``bench/catalog.py``). Both
+download MB/s (curl), 8 images of 5 x 4 MiB layers pushed at once (httpx
+threads), manifest GET by tag and tags/list (51 tags) requests/s with wrk at
+concurrency 1 and 32 (the catalog: ``bench/catalog.py``); and the peak memory
+of each server over the whole run, sampled every 20 ms, as the RSS and the PSS
+(shared pages split between processes: what the machine is charged) summed
+over its processes. Both
 registries run with log level warn and access logs off (on with
 ``--access-log``, written to a file as a service would). The
 clients (curl, wrk) share the machine's cores with the servers, equally.
@@ -20,6 +24,7 @@ through the same ``rootcertbundle``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -27,13 +32,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import Server, free_port, go, ours, workdir
+from bench.servers import Sampler, Server, free_port, go, ours, workdir
 from registry.auth import htpasswd
 from tests.access import basic
 from tests.pushing import push_image
@@ -173,6 +179,31 @@ def credentials(mode: str, ours_url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {reply.json()['token']}"}
 
 
+#: Concurrent pushes: this many clients, each pushing LAYERS layers of LAYER_MIB MiB
+#: (new content each round) and a manifest referring to them.
+PUSHERS, LAYERS, LAYER_MIB = 8, 5, 4
+
+
+def concurrent_push_mbps(server: Server, headers: dict[str, str]) -> float:
+    """MB/s of layer content over PUSHERS images pushed at once, as ``docker push``
+    of several images does: monolithic POST+PUT per layer, then the manifest."""
+    salt = os.urandom(8)
+    images = [
+        [salt + bytes([pusher, layer]) * (LAYER_MIB * 1024 * 1024 // 2) for layer in range(LAYERS)]
+        for pusher in range(PUSHERS)
+    ]
+
+    def push(pusher: int) -> None:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=300) as client:
+            push_image(client, f"{REPO}-{pusher}", "concurrent", layers=images[pusher])
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(PUSHERS) as pool:
+        list(pool.map(push, range(PUSHERS)))
+    elapsed = time.perf_counter() - started
+    return sum(len(layer) for image in images for layer in image) / elapsed / 1e6
+
+
 def measure(
     server: Server, blob: Path, digest: str, duration: int, headers: dict[str, str]
 ) -> dict[str, float]:
@@ -188,6 +219,7 @@ def measure(
     manifest_url = f"{server.url}/v2/{REPO}/manifests/latest"
     tags_url = f"{server.url}/v2/{REPO}/tags/list"
     result = {
+        "concurrent_push_MBps": concurrent_push_mbps(server, headers),
         "upload_MBps": upload_mbps(server, blob, digest, REPO, headers),
         "download_MBps": download_mbps(server, digest, size, REPO, headers),
         "manifest_get_rps_c1": wrk_rps(manifest_url, 1, duration, headers),
@@ -228,7 +260,8 @@ def main() -> int:
         ]
         headers = credentials(args.auth, servers[0].url)
         best: dict[str, dict[str, float]] = {server.name: {} for server in servers}
-        peak_rss: dict[str, int] = {server.name: 0 for server in servers}
+        sampler = Sampler(*servers)
+        sampler.start()
         try:
             for round_number in range(args.rounds):
                 for server in servers:
@@ -238,8 +271,8 @@ def main() -> int:
                     )
                     for key, value in figures.items():
                         best[server.name][key] = max(best[server.name].get(key, 0.0), value)
-                    peak_rss[server.name] = max(peak_rss[server.name], server.rss_bytes())
         finally:
+            sampler.running = False
             for server in servers:
                 server.stop()
     finally:
@@ -252,10 +285,13 @@ def main() -> int:
     for key in best["ours"]:
         mine, theirs = best["ours"][key], best["go"][key]
         print(f"{key:<24}{mine:>12.1f}{theirs:>12.1f}{mine / theirs:>10.2f}")
-    print(f"{'rss_after_MiB':<24}{peak_rss['ours'] / 2**20:>12.1f}{peak_rss['go'] / 2**20:>12.1f}")
+    for label, peaks in (("peak_RSS_MiB", sampler.peak_rss), ("peak_PSS_MiB", sampler.peak_pss)):
+        mine, theirs = peaks["ours"] / 2**20, peaks["go"] / 2**20
+        print(f"{label:<24}{mine:>12.1f}{theirs:>12.1f}{mine / theirs:>10.2f}")
     if args.json:
+        memory = {"peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss}
         args.json.write_text(
-            json.dumps({"best": best, "rss": peak_rss, "args": vars(args)}, default=str, indent=2)
+            json.dumps({"best": best, **memory, "args": vars(args)}, default=str, indent=2)
         )
     return 0
 

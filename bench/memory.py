@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,45 +22,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import Server, ours, workdir
+from bench.servers import Sampler, ours, workdir
 from tests.pushing import with_query
 
 MIB = 1024 * 1024
-
-
-def _pss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as file:
-            for line in file:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class Sampler(threading.Thread):
-    def __init__(self, server: Server) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.peak_rss = 0
-        self.peak_pss = 0
-        self.running = True
-
-    def run(self) -> None:
-        from bench.servers import _tree
-
-        while self.running:
-            assert self.server.process is not None
-            pids = _tree(self.server.process.pid)
-            self.peak_rss = max(self.peak_rss, self.server.rss_bytes())
-            self.peak_pss = max(self.peak_pss, sum(_pss(pid) for pid in pids))
-            time.sleep(0.02)
-
-    def reset(self) -> tuple[int, int]:
-        peaks = self.peak_rss, self.peak_pss
-        self.peak_rss = self.peak_pss = 0
-        return peaks
 
 
 def chunks(size: int, seed: bytes) -> Iterator[bytes]:
@@ -132,21 +96,20 @@ def main() -> int:
     sampler = Sampler(server)
     sampler.start()
     time.sleep(0.5)
-    idle = sampler.reset()
+    idle = sampler.reset(server.name)
     report = [("idle", *idle)]
     try:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             started = time.perf_counter()
             first = push_monolithic(client, "memory/blob", size, b"monolithic")
-            report.append((f"push {args.size_mib} MiB monolithic", *sampler.reset()))
+            report.append((f"push {args.size_mib} MiB monolithic", *sampler.reset(server.name)))
             pull(client, "memory/blob", first)
-            report.append((f"pull {args.size_mib} MiB", *sampler.reset()))
+            report.append((f"pull {args.size_mib} MiB", *sampler.reset(server.name)))
             second = push_chunked(client, "memory/blob", size, b"chunked", args.chunk_mib * MIB)
-            report.append(
-                (f"push {args.size_mib} MiB in {args.chunk_mib} MiB chunks", *sampler.reset())
-            )
+            phase = f"push {args.size_mib} MiB in {args.chunk_mib} MiB chunks"
+            report.append((phase, *sampler.reset(server.name)))
             pull(client, "memory/blob", second)
-            report.append((f"pull {args.size_mib} MiB", *sampler.reset()))
+            report.append((f"pull {args.size_mib} MiB", *sampler.reset(server.name)))
             elapsed = time.perf_counter() - started
     finally:
         sampler.running = False
@@ -161,9 +124,10 @@ def main() -> int:
     print(f"{'phase':<36}{'RSS sum MiB':>14}{'PSS sum MiB':>14}")
     for phase, rss, pss in report:
         print(f"{phase:<36}{rss / MIB:>14.1f}{pss / MIB:>14.1f}")
-    peak = max(rss for _, rss, _ in report)
-    print(f"peak RSS {peak / MIB:.1f} MiB ({'under' if peak < 150 * MIB else 'OVER'} 150 MB)")
-    return 0 if peak < 150 * 1000 * 1000 else 1
+    peak = max(pss for _, _, pss in report)
+    verdict = "under" if peak < 100 * 1000 * 1000 else "OVER"
+    print(f"peak PSS {peak / MIB:.1f} MiB ({verdict} 100 MB charged)")
+    return 0 if peak < 100 * 1000 * 1000 else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,38 @@ class Server:
         assert self.process is not None
         return sum(_rss(pid) for pid in _tree(self.process.pid))
 
+    def pss_bytes(self) -> int:
+        """Proportional memory (shared pages split between the processes sharing them),
+        summed over the server's processes: what the machine is charged."""
+        assert self.process is not None
+        return sum(_pss(pid) for pid in _tree(self.process.pid))
+
+
+class Sampler(threading.Thread):
+    """Peak RSS and PSS sums of some servers, sampled every 20 ms while it runs."""
+
+    def __init__(self, *servers: Server) -> None:
+        super().__init__(daemon=True)
+        self.servers = servers
+        self.peak_rss: dict[str, int] = {server.name: 0 for server in servers}
+        self.peak_pss: dict[str, int] = {server.name: 0 for server in servers}
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            for server in self.servers:
+                if server.process is None:
+                    continue
+                name = server.name
+                self.peak_rss[name] = max(self.peak_rss[name], server.rss_bytes())
+                self.peak_pss[name] = max(self.peak_pss[name], server.pss_bytes())
+            time.sleep(0.02)
+
+    def reset(self, name: str) -> tuple[int, int]:
+        peaks = self.peak_rss[name], self.peak_pss[name]
+        self.peak_rss[name] = self.peak_pss[name] = 0
+        return peaks
+
 
 def _tree(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
@@ -79,6 +112,17 @@ def _tree(pid: int) -> list[int]:
         found.append(current)
         queue.extend(children.get(current, []))
     return found
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as file:
+            for line in file:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _rss(pid: int) -> int:
