@@ -63,6 +63,11 @@ class Server:
         assert self.process is not None
         return sum(_rss(pid) for pid in _tree(self.process.pid))
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU the server's processes have used so far."""
+        assert self.process is not None
+        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+
     def pss_bytes(self) -> int:
         """Proportional memory (shared pages split between the processes sharing them),
         summed over the server's processes: what the machine is charged."""
@@ -112,6 +117,15 @@ def _tree(pid: int) -> list[int]:
         found.append(current)
         queue.extend(children.get(current, []))
     return found
+
+
+def _cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pss(pid: int) -> int:
