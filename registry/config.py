@@ -594,17 +594,9 @@ def _glob(key: str, value: object) -> str:
 
 
 def _rules(key: str, value: object) -> tuple[AccessRule, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: expected a list of rules (repositories, actions, users, ...)")
     rules = []
-    for index, entry in enumerate(value):
+    for index, entry in enumerate(_entries(key, value, _RULE_KEYS, "rules")):
         where = f"{key}[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a map with repositories, actions, users, ...")
-        for name in entry:
-            if str(name).lower() not in _RULE_KEYS:
-                raise ConfigError(f"{where}.{name}: unknown key (known: {', '.join(_RULE_KEYS)})")
-        entry = {str(name).lower(): item for name, item in entry.items()}
         for required in ("repositories", "actions"):
             if required not in entry:
                 raise ConfigError(f"{where}.{required}: required")
@@ -654,10 +646,12 @@ def _status_code(key: str, value: object) -> int:
     raise ConfigError(f"{key}: expected an HTTP status code such as 200, got {value!r}")
 
 
-def _entries(key: str, value: object, known: tuple[str, ...]) -> list[dict[str, object]]:
-    """A list of maps (``health.file``, ``health.http``, ...), keys checked and lower-cased."""
+def _entries(
+    key: str, value: object, known: tuple[str, ...], what: str = "checks"
+) -> list[dict[str, object]]:
+    """A list of maps (``access.rules``, ``health.file``, ...), keys checked and lower-cased."""
     if not isinstance(value, list):
-        raise ConfigError(f"{key}: expected a list of checks ({', '.join(known)})")
+        raise ConfigError(f"{key}: expected a list of {what} ({', '.join(known)})")
     entries = []
     for index, entry in enumerate(value):
         where = f"{key}[{index}]"
