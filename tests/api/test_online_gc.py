@@ -64,14 +64,20 @@ def gc_config(**gc: object) -> dict[str, object]:
     }
 
 
+def _files(folder: Path) -> list[Path]:
+    """Every file below ``folder``, read while the collector deletes in it: os.walk
+    passes over a folder that went between its listing and its reading."""
+    return [Path(top, name) for top, _, names in os.walk(folder) for name in names]
+
+
 def stored_blobs(registry: RegistryProcess) -> set[str]:
     """Digests of the blob data in the store (hidden content is not in it)."""
     base = registry.root / V2 / "blobs" / "sha256"
-    return {f"sha256:{path.parent.name}" for path in base.glob("*/*/data")}
+    return {f"sha256:{path.parent.name}" for path in _files(base) if path.name == "data"}
 
 
 def hidden_files(registry: RegistryProcess) -> list[Path]:
-    return [path for path in (registry.root / V2 / "_gc").rglob("*") if path.is_file()]
+    return _files(registry.root / V2 / "_gc")
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
