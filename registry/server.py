@@ -287,6 +287,7 @@ def _worker(
     first: bool = True,
     ready: Connection | None = None,
     debug: DebugListener | None = None,
+    supervisor: int | None = None,
 ) -> None:
     """One server process: its own app, its own event loop, the shared sockets.
 
@@ -294,19 +295,21 @@ def _worker(
 
     SIGTERM/SIGINT stop it within ``http.draintimeout``; SIGUSR2 (a reload)
     stops it accepting and lets the requests in flight finish, up to RETIRE_GRACE.
+    It ends with its ``supervisor`` too, however that one ends.
     """
-    # Imported here, after the fork: the supervisor never loads Quart, so it
-    # stays small and the workers' memory is their own.
-    from hypercorn.asyncio.run import worker_serve
-    from hypercorn.utils import wrap_app
-
-    from .app import create_asgi_apps
-
     # The supervisor's handlers and wake-up pipe came with the fork: not this process's.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # The supervisor's: a reload.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)  # Until the event loop takes them.
+    if supervisor is not None:
+        _end_with(supervisor)
+    # Already loaded by the supervisor (_preload), whose pages this process shares.
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from .app import create_asgi_apps
+
     adapt_hypercorn()
     # Upload purging walks the whole store: one worker does it, not all of them.
     app, debug_app, retire_background = create_asgi_apps(config, maintenance=first)
@@ -423,6 +426,26 @@ def serve(
             debug.close()
         folder.remove()
         sys.stdout.flush()
+
+
+#: Linux's prctl option: a signal for this process when the process that forked it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with(supervisor: int) -> None:
+    """SIGTERM (finish what is in flight, then exit) when the supervisor is gone, even
+    killed outright (kill -9, the OOM killer): otherwise the workers would go on
+    serving the port with nobody to restart or reload them, and a new start would
+    share the port with them."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # Not Linux: the supervisor's own stop still ends us.
+        return
+    if os.getppid() != supervisor:  # It ended before the request took hold.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _preload(config: Config) -> None:
@@ -558,7 +581,7 @@ class Supervisor:
     def _start(self, first: bool, ready: Connection | None = None) -> _Worker:
         process = self.context.Process(
             target=_worker,
-            args=(self.config, self.hconfig, self.sockets, first, ready, self.debug),
+            args=(self.config, self.hconfig, self.sockets, first, ready, self.debug, os.getpid()),
             daemon=False,
         )
         process.start()

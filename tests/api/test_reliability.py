@@ -297,3 +297,42 @@ def test_manifests_pulled_while_deleted_are_whole_or_absent(registry: RegistryPr
         assert status in (200, 404)
         if status == 200:
             assert body == digest
+
+
+def test_workers_end_with_a_supervisor_killed_outright(registry_factory: Factory) -> None:
+    """kill -9 of the supervisor (or the OOM killer) takes its workers too: none goes on
+    serving the port with nobody to restart or reload it, and a new start takes it."""
+    import signal
+    import socket
+    import time
+
+    from .raw_http import process_tree
+
+    registry = registry_factory(workers=2)
+    assert registry.process is not None
+    deadline = time.monotonic() + 60  # The address is announced before the workers fork.
+    workers = process_tree(registry.process.pid)[1:]
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        workers = process_tree(registry.process.pid)[1:]
+    assert len(workers) == 2, workers
+    httpx.get(f"{registry.url}/v2/", timeout=30)  # Serving: past their start.
+    registry.process.send_signal(signal.SIGKILL)
+    registry.process.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+        time.sleep(0.1)
+    assert alive == [], f"workers still running after their supervisor was killed: {alive}"
+    host, port = registry.url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0, "something still listens on the port"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
