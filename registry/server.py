@@ -404,9 +404,6 @@ def serve(
     try:
         _preload(config)  # After RunFolder: prometheus-client reads its variable on import.
         supervisor = Supervisor(config, tls, hconfig, sockets, reload, debug, folder)
-        # Announced once SIGHUP and SIGTERM are handled: a reload asked for as soon as
-        # the address is printed must not find the default action (ending the process).
-        supervisor.handle_signals()
         if ready is not None:
             ready(urls)
         if debug is not None:
@@ -575,8 +572,14 @@ class Supervisor:
         self.stopping = False
         self.reload_asked = False
         self.exit_code = 0
-        self._wakeup_read = self._wakeup_write = -1
-        self._previous_wakeup = -1
+        # SIGINT, SIGTERM and SIGHUP are this supervisor's from its making (see _signal),
+        # before the address is announced: a reload asked for as soon as it is printed
+        # must not find the default action (ending the process).
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_write, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_write)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._signal)
 
     def _start(self, first: bool, ready: Connection | None = None) -> _Worker:
         process = self.context.Process(
@@ -605,20 +608,8 @@ class Supervisor:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signum)
 
-    def handle_signals(self) -> None:
-        """SIGINT, SIGTERM and SIGHUP are this supervisor's from now on (see _signal)."""
-        self._wakeup_read, wakeup_write = os.pipe()
-        self._wakeup_write = wakeup_write
-        os.set_blocking(wakeup_write, False)
-        self._previous_wakeup = signal.set_wakeup_fd(wakeup_write)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._signal)
-
     def run(self) -> int:
-        if self._wakeup_read < 0:
-            self.handle_signals()
-        wakeup_read, wakeup_write = self._wakeup_read, self._wakeup_write
-        previous = self._previous_wakeup
+        wakeup_read = self._wakeup_read
         count = worker_count(self.config)
         for index in range(count):
             worker = self._start(index == 0)
@@ -637,9 +628,9 @@ class Supervisor:
                     self.reload_asked = False
                     self._reload()
         finally:
-            signal.set_wakeup_fd(previous)
-            os.close(wakeup_read)
-            os.close(wakeup_write)
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
         return self.exit_code
 
     def _gone(self, process: BaseProcess) -> None:

@@ -92,7 +92,6 @@ class IndexedCatalog:
     """The journal's names, sorted, in this process; see the module's docstring."""
 
     def __init__(self, root: str) -> None:
-        self.root = root
         self.journal = root + JOURNAL
         self.top = root + paths.REPOSITORIES
         self.names: list[str] = []
