@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -120,6 +121,31 @@ async def test_retag_layout(store: Store, root: Path) -> None:
         assert tree[repo_path("a", f"_manifests/tags/latest/index/sha256/{digest.hex}/link")] == (
             link(digest)
         )
+
+
+async def test_pushing_a_manifest_again_renews_its_files_without_replacing_them(
+    store: Store, root: Path
+) -> None:
+    """Same bytes: no rename (ext4 writes a replaced file back at once), but new times,
+    which the garbage collector reads as a push; other bytes: replaced as before."""
+    repo = store.repository("again")
+    digest, manifest = await push_image(repo, "latest", layers=[b"one"])
+    written = [
+        root / blob_path(digest),
+        root / repo_path("again", f"_manifests/revisions/sha256/{digest.hex}/link"),
+        root / repo_path("again", "_manifests/tags/latest/current/link"),
+        root / repo_path("again", f"_manifests/tags/latest/index/sha256/{digest.hex}/link"),
+    ]
+    for path in written:
+        os.utime(path, (1_000_000, 1_000_000))
+    inodes = [path.stat().st_ino for path in written]
+    await repo.manifests.put("latest", manifest, OCI_MANIFEST)
+    assert [path.stat().st_ino for path in written] == inodes
+    assert all(path.stat().st_mtime > 1_000_000 for path in written)
+    second, _ = await push_image(repo, "latest", layers=[b"two"])
+    current = written[2]
+    assert current.read_bytes() == link(second)
+    assert current.stat().st_ino != inodes[2]
 
 
 async def test_upload_layout(store: Store, root: Path) -> None:
