@@ -5,9 +5,12 @@ network delivers it and copies every piece into one growing buffer, whatever
 the handler consumes: a monolithic 1 GiB push took a worker to 700 MB, and the
 copies cost more CPU than hashing the blob. Here the pieces are queued as they
 came (no copy), and the receiver waits while more than :data:`MAX_UNREAD`
-bytes are queued for a handler that streams the body, so the client is slowed
-to the pace of the disk instead. A body awaited whole (``await request.body``)
-is not held back: nothing would drain it.
+bytes are queued, so the client is slowed to the pace of the disk instead.
+The window holds from the first byte, before the handler starts reading (an
+upload first takes its session's lock and opens its file: a fast client would
+otherwise queue the whole body meanwhile). A body awaited whole (``await
+request.body``) is not held back: nothing would drain it; a handler that
+answers without reading the body ends the receiver with it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from quart.asgi import ASGIHTTPConnection
 from quart.wrappers import Request
 from quart.wrappers.request import Body
 
-#: Unread bytes a streaming handler may have queued before the receiver waits.
-MAX_UNREAD = 4 * 1024 * 1024
+#: Unread bytes queued before the receiver waits. With the upload's write batch
+#: (storage/uploads.py) and Hypercorn's queue (server.py), about 1.3 MiB per upload
+#: in flight; larger windows measured no faster and cost memory with every upload.
+MAX_UNREAD = 512 * 1024
 
 
 class StreamedBody(Body):
@@ -34,10 +39,9 @@ class StreamedBody(Body):
         self._queued = 0
         self._drained = asyncio.Event()
         self._drained.set()
-        self._streaming = False
+        self._whole = False
 
     def __aiter__(self) -> StreamedBody:
-        self._streaming = True
         return self
 
     async def __anext__(self) -> bytes:
@@ -55,6 +59,8 @@ class StreamedBody(Body):
         return piece
 
     def __await__(self) -> Generator[Any, None, Any]:
+        self._whole = True
+        self._drained.set()
         if self._must_raise is not None:
             raise self._must_raise
         yield from self._complete.wait().__await__()
@@ -68,7 +74,7 @@ class StreamedBody(Body):
         self._pieces.append(data)
         self._queued += len(data)
         self._has_data.set()
-        if self._streaming and self._queued >= MAX_UNREAD:
+        if not self._whole and self._queued >= MAX_UNREAD:
             self._drained.clear()
 
     def clear(self) -> None:
