@@ -28,6 +28,7 @@ from hypercorn.config import Sockets
 
 from .config import Config, TLSConfig
 from .debug import DebugListener, RunFolder, bind_debug
+from .memory import limit_arenas, trim_until
 from .protocol import adapt_hypercorn
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,7 @@ def _worker(
         signal.signal(signum, signal.SIG_DFL)  # Until the event loop takes them.
     if supervisor is not None:
         _end_with(supervisor)
+    limit_arenas()
     # Already loaded by the supervisor (_preload), whose pages this process shares.
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
@@ -351,7 +353,7 @@ def _worker(
                     shutdown_trigger=stop.wait,
                 )
             )
-        await asyncio.gather(*servers)
+        await asyncio.gather(*servers, trim_until(stop))
 
     _run(main)
 
