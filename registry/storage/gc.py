@@ -352,21 +352,61 @@ class GarbageCollector:
             self._tell("hiding", done, total)
             if not await self._untouched_revision(scan, name, digest, cutoff):
                 continue
-            if await self._hide_file(batch, paths.revision_link(name, digest)):
-                hid = True
-                tally.pending += 1
+            entry = await self._hide_file(batch, paths.revision_link(name, digest))
+            if entry is None:
+                continue
+            if await self._renewed([entry], cutoff) or await self._needed_revision(
+                scan, name, digest
+            ):
+                await self._unhide([entry])
+                continue
+            hid = True
+            tally.pending += 1
         for done, digest in enumerate(blobs, len(revisions) + 1):
             self._tell("hiding", done, total)
             if not await self._untouched_blob(scan, digest, cutoff, names):
                 tally.young += 1
                 continue
-            if digest in scan.blobs and await self._hide_file(batch, paths.blob_data(digest)):
-                hid = True
+            data = None
+            if digest in scan.blobs:
+                data = await self._hide_file(batch, paths.blob_data(digest))
+            entries = [data] if data is not None else []
+            for name in self._links_to(scan, digest):
+                entry = await self._hide_file(batch, paths.layer_link(name, digest))
+                entries += [entry] if entry is not None else []
+            if not entries:
+                continue
+            if await self._renewed(entries, cutoff) or not await self._untouched_blob(
+                scan, digest, cutoff, names
+            ):
+                await self._unhide(entries)
+                tally.young += 1
+                continue
+            hid = True
+            if data is not None:
                 tally.pending += 1
                 tally.removed_live += 1
-            for name in self._links_to(scan, digest):
-                hid = await self._hide_file(batch, paths.layer_link(name, digest)) or hid
         return hid
+
+    async def _renewed(self, entries: list[str], cutoff: float) -> bool:
+        """Whether a hidden file was written again between its check and its hiding:
+        a push that renewed a link (or stored the data again) there was answered."""
+        for entry in entries:
+            info = await self._scanner.stat(f"{entry}/file")
+            if info is not None and info.modified > cutoff:
+                return True
+        return False
+
+    async def _unhide(self, entries: list[str]) -> None:
+        """Put hidden files back at once, before anyone could miss them for long."""
+        for entry in entries:
+            origin = (await self.driver.get_content(f"{entry}/origin")).decode()
+            try:
+                await self.driver.stat(origin)
+            except PathNotFoundError:
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.move(f"{entry}/file", origin)
+            await self._delete(entry)
 
     async def _untouched_revision(
         self, scan: Scan, name: str, digest: Digest, cutoff: float
@@ -377,6 +417,12 @@ class GarbageCollector:
         if link is None or link.modified > cutoff:
             return False
         return digest not in await self._scanner.new_references(scan, name)
+
+    async def _needed_revision(self, scan: Scan, name: str, digest: Digest) -> bool:
+        """Pushed again since it was hidden, or named by a manifest stored since the scan."""
+        if await self._scanner.stat(paths.revision_link(name, digest)) is not None:
+            return True
+        return digest in await self._scanner.new_references(scan, name)
 
     async def _untouched_blob(
         self, scan: Scan, digest: Digest, cutoff: float, names: list[str]
@@ -402,17 +448,18 @@ class GarbageCollector:
                 return False
         return True
 
-    async def _hide_file(self, batch: str, origin: str) -> bool:
-        """Move one file into ``_gc``: its origin is written first, so it can always go back."""
+    async def _hide_file(self, batch: str, origin: str) -> str | None:
+        """Move one file into ``_gc``: its origin is written first, so it can always go
+        back. Its entry there, or None when it was gone (a delete through the API)."""
         self._entries += 1
         entry = f"{GC_ROOT}/{batch}/{self._entries}"
         await self.driver.put_content(f"{entry}/origin", origin.encode())
         try:
             await self.driver.move(origin, f"{entry}/file")
         except PathNotFoundError:
-            await self._delete(entry)  # Gone meanwhile (a delete through the API).
-            return False
-        return True
+            await self._delete(entry)
+            return None
+        return entry
 
     async def _settle_hidden(
         self, scan: Scan, decision: Decision, tally: _Tally, now: float

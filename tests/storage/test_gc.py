@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
+from registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from registry.reference import Digest
 from registry.storage import Repository, Store, paths
 from registry.storage.blobs import exists, link_content
@@ -339,6 +339,64 @@ def racing(
     )
     collector.race = race
     return collector
+
+
+class LateCollector(GarbageCollector):
+    """Plays a request after the collector's last check of a candidate, right before it
+    hides the first file: the request finds the file where it was and writes it again."""
+
+    race: Callable[[], Awaitable[None]] | None = None
+
+    async def _hide_file(self, batch: str, origin: str) -> str | None:
+        if self.race is not None:
+            race, self.race = self.race, None
+            await race()
+        return await super()._hide_file(batch, origin)
+
+
+def late(
+    store: Store, race: Callable[[], Awaitable[None]], clock: Clock, **options: object
+) -> GarbageCollector:
+    collector = LateCollector(
+        store.driver,
+        GCOptions(**{"grace": HOUR, **options}),  # type: ignore[arg-type]
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    collector.race = race
+    return collector
+
+
+async def test_a_blob_linked_again_as_it_is_hidden_is_put_back_at_once(store: Store) -> None:
+    """An upload that found the old blob stored renews its link just before the collector
+    hides both: the client was told 201, so the blob must not stay hidden, let alone go."""
+    a = store.repository("a")
+    orphan = await push_blob(a, b"old orphan, pushed again")
+    age(store.driver, 2 * HOUR)
+
+    async def linked_again() -> None:
+        await a.blobs.link(orphan)
+
+    result = await late(store, linked_again, Clock()).collect()
+    assert result.blobs_deleted == 0 and result.pending == 0
+    assert await a.blobs.is_linked(orphan) and await blob_exists(store, orphan)
+    assert await files(store.driver, GC_ROOT) <= {GC_ROOT}
+
+
+async def test_a_manifest_pushed_again_as_it_is_hidden_is_put_back_at_once(
+    store: Store,
+) -> None:
+    a = store.repository("a")
+    digest, manifest = await push_image(a, None, layers=[b"untagged, pushed again"])
+    age(store.driver, 2 * HOUR)
+
+    async def pushed_again() -> None:
+        await a.manifests.put(str(digest), manifest, OCI_MANIFEST)
+
+    result = await late(store, pushed_again, Clock(), delete_untagged=True).collect()
+    assert result.manifests_deleted == 0 and result.blobs_deleted == 0
+    await pull(a, str(digest))
+    assert await files(store.driver, GC_ROOT) <= {GC_ROOT}
 
 
 async def test_a_manifest_stored_between_scan_and_hiding_keeps_its_blobs(store: Store) -> None:
