@@ -390,7 +390,10 @@ class GarbageCollector:
 
     async def _renewed(self, entries: list[str], cutoff: float) -> bool:
         """Whether a hidden file was written again between its check and its hiding:
-        a push that renewed a link (or stored the data again) there was answered."""
+        a push that renewed a link (or stored the data again) there was answered.
+        Known only where a move keeps the file's time; elsewhere the window stays."""
+        if not self.driver.moves_keep_times:
+            return False
         for entry in entries:
             info = await self._scanner.stat(f"{entry}/file")
             if info is not None and info.modified > cutoff:

@@ -105,6 +105,12 @@ class StorageDriver(ABC):
 
     name: ClassVar[str]
 
+    @property
+    def moves_keep_times(self) -> bool:
+        """Whether a moved file keeps its modification time (a rename does; an object
+        store's copy is new): the garbage collector reads a time after a move only then."""
+        return True
+
     async def get_content(self, path: str) -> bytes:
         """Read a small file whole (links, manifests)."""
         return await self._get_content(check_path(path))

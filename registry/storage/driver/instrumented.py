@@ -25,6 +25,10 @@ class InstrumentedDriver(StorageDriver):
         self.inner = inner
         self.observe = observe
 
+    @property
+    def moves_keep_times(self) -> bool:
+        return self.inner.moves_keep_times
+
     async def _get_content(self, path: str) -> bytes:
         started = perf_counter()
         try:
