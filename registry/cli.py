@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, Secret, load_config
 from .logs import LEVELS, configure_logging
 from .server import ServerError, TLSFiles, check_tls, is_loopback_url, serve, worker_count
 
@@ -223,11 +223,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _json_value(value: object) -> object:
+    """Sets as lists; credentials as stars (``check-config``'s output may be shared)."""
+    return str(value) if isinstance(value, Secret) else list(value)  # type: ignore[call-overload]
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     for warning in (*config.warnings, *_prepare_access(config, provision=False)):
         print(f"warning: {warning}", file=sys.stderr)
-    print(json.dumps(dataclasses.asdict(config), indent=2, default=list))
+    print(json.dumps(dataclasses.asdict(config), indent=2, default=_json_value))
     return 0
 
 

@@ -31,6 +31,35 @@ class ConfigError(ValueError):
     """A configuration problem, worded for the person who wrote the file."""
 
 
+class Secret:
+    """A credential from the configuration: it prints as stars (in ``check-config``'s
+    output, a log line, a traceback), and only :meth:`reveal` gives it to a client."""
+
+    __slots__ = ("_value",)
+    HIDDEN = "********"
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.HIDDEN!r})"
+
+    def __str__(self) -> str:
+        return self.HIDDEN
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self  # Immutable; ``dataclasses.asdict`` deep-copies what it does not know.
+
+
 @dataclass(frozen=True, slots=True)
 class UploadPurging:
     enabled: bool = True
@@ -816,6 +845,60 @@ def _section(key: str, value: object) -> object:
     return value
 
 
+#: registry:2's S3 storage classes (the driver checks the same list); NONE sends none.
+S3_STORAGE_CLASSES = (
+    "NONE", "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
+    "INTELLIGENT_TIERING", "OUTPOSTS", "GLACIER_IR", "EXPRESS_ONEZONE",
+)  # fmt: skip
+_MIB = 1 << 20
+#: S3's smallest part (registry:2's smallest chunk) and its largest.
+S3_MIN_PART = 5 * _MIB
+S3_MAX_PART = 5 << 30
+
+
+def _whole_between(low: int, high: int, unit: str = "") -> Callable[[str, object], int]:
+    """A whole number in a range, as registry:2 reads its S3 sizes (no units: bytes)."""
+    what = f"a whole number of {unit}" if unit else "a whole number"
+
+    def parse(key: str, value: object) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{key}: expected {what} from {low} to {high}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _secret(key: str, value: object) -> Secret:
+    return Secret(_string(key, value))
+
+
+def _storage_class(key: str, value: object) -> str:
+    text = _string(key, value).upper()
+    if text not in S3_STORAGE_CLASSES:
+        raise ConfigError(f"{key}: expected one of {', '.join(S3_STORAGE_CLASSES)}, got {value!r}")
+    return text
+
+
+def _bucket(key: str, value: object) -> str:
+    text = _required_string(key, value)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise ConfigError(f"{key}: {text!r} is not a bucket name")
+    return text
+
+
+def _endpoint_url(key: str, value: object) -> str:
+    """``https://host:port``, or ``host:port`` (the scheme then follows ``secure``)."""
+    text = _string(key, value).strip()
+    if text and not re.fullmatch(r"(https?://)?[^/\s?#:]+(:\d+)?(/[^\s?#]*)?", text):
+        raise ConfigError(
+            f"{key}: expected a URL such as https://s3.example.com or http://127.0.0.1:7480, "
+            f"got {value!r}"
+        )
+    return text
+
+
 Parser = Callable[[str, object], Any]
 
 #: Keys this registry reads, with their parser.
@@ -829,6 +912,25 @@ SUPPORTED: dict[str, Parser] = {
     "storage.filesystem.rootdirectory": _string,
     "storage.filesystem.fsync": _bool,
     "storage.inmemory": lambda key, value: value,
+    "storage.s3": _section,
+    "storage.s3.region": _required_string,
+    "storage.s3.regionendpoint": _endpoint_url,
+    "storage.s3.bucket": _bucket,
+    "storage.s3.rootdirectory": _string,
+    "storage.s3.accesskey": _string,
+    "storage.s3.secretkey": _secret,
+    "storage.s3.sessiontoken": _secret,
+    "storage.s3.secure": _bool,
+    "storage.s3.skipverify": _bool,
+    "storage.s3.v4auth": _bool,
+    "storage.s3.chunksize": _whole_between(S3_MIN_PART, S3_MAX_PART, "bytes"),
+    "storage.s3.multipartcopychunksize": _whole_between(S3_MIN_PART, S3_MAX_PART, "bytes"),
+    "storage.s3.multipartcopymaxconcurrency": _whole_between(1, 10_000),
+    "storage.s3.multipartcopythresholdsize": _whole_between(0, S3_MAX_PART, "bytes"),
+    "storage.s3.forcepathstyle": _bool,
+    "storage.s3.encrypt": _bool,
+    "storage.s3.keyid": _required_string,
+    "storage.s3.storageclass": _storage_class,
     "storage.delete.enabled": _bool,
     "storage.redirect.disable": _bool,
     "storage.maintenance.uploadpurging.enabled": _bool,
@@ -906,6 +1008,12 @@ SUPPORTED: dict[str, Parser] = {
 KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "log.hooks",
     "storage.filesystem.maxthreads",
+    "storage.s3.objectacl",
+    "storage.s3.useragent",
+    "storage.s3.usedualstack",
+    "storage.s3.accelerate",
+    "storage.s3.usefipsendpoint",
+    "storage.s3.loglevel",
     "storage.cache",
     "storage.tag",
     "middleware",
@@ -925,8 +1033,10 @@ REFUSED_AUTH: dict[str, str] = {
     "use auth.htpasswd or auth.token",
 }
 
+#: Storage drivers this registry has: exactly one is configured (filesystem by default).
+STORAGE_DRIVERS = ("filesystem", "inmemory", "s3")
 #: Storage drivers registry:2 has and this registry does not (yet): an error, no storage.
-OTHER_DRIVERS = ("s3", "azure", "gcs", "swift", "oss")
+OTHER_DRIVERS = ("azure", "gcs", "swift", "oss")
 
 #: Maps whose keys are the user's own (header names, log fields).
 _OPEN_MAPS = ("log.fields", "http.headers", "storage.inmemory", "access.groups")
@@ -1010,7 +1120,7 @@ def _check_keys(flat: Mapping[str, object], origin: Mapping[str, str], warnings:
         if driver in OTHER_DRIVERS:
             raise ConfigError(
                 f"storage.{driver}: the {driver} storage driver is not supported yet; "
-                "use storage.filesystem"
+                "use storage.filesystem or storage.s3"
             )
         source = origin.get(key, "")
         if source.startswith("environment"):
@@ -1029,6 +1139,47 @@ def _scheme_by_name(flat: dict[str, object], origin: dict[str, str]) -> None:
         if not any(key.startswith(f"auth.{scheme}.") for key in flat):
             flat[f"auth.{scheme}"] = {}
             origin[f"auth.{scheme}"] = source
+
+
+def _rank(source: str) -> int:
+    """The precedence of where a value came from (``origin``'s words): file, environment,
+    command line."""
+    if source == "command line":
+        return 2
+    return 1 if source.startswith("environment") else 0
+
+
+def _driver_by_name(flat: dict[str, object], origin: dict[str, str]) -> None:
+    """``storage: s3`` or ``REGISTRY_STORAGE=s3`` names the driver, as registry:2 reads a
+    storage section given as a word: its settings come from ``storage.s3.*``, and the
+    other drivers' sections from a lower source (the image's file) are dropped, so the
+    environment can move a stock ``config.yml`` to S3. Other storage settings stay."""
+    name = flat.get("storage")
+    if not isinstance(name, str):
+        return
+    source = origin.pop("storage", "")
+    del flat["storage"]
+    if name in OTHER_DRIVERS:
+        raise ConfigError(
+            f"storage: the {name} storage driver is not supported yet; use filesystem or s3"
+        )
+    if name not in STORAGE_DRIVERS:
+        known = ", ".join(STORAGE_DRIVERS)
+        raise ConfigError(f"storage: unknown storage driver {name!r} ({known})")
+    for key in list(flat):
+        parts = key.split(".")
+        if (
+            len(parts) > 1
+            and parts[0] == "storage"
+            and parts[1] in STORAGE_DRIVERS
+            and parts[1] != name
+            and _rank(origin.get(key, "")) < _rank(source)
+        ):
+            del flat[key]
+            origin.pop(key, None)
+    if not any(key == f"storage.{name}" or key.startswith(f"storage.{name}.") for key in flat):
+        flat[f"storage.{name}"] = None
+        origin[f"storage.{name}"] = source
 
 
 def load_config(
@@ -1051,6 +1202,7 @@ def load_config(
         flat[key] = value
         origin[key] = "command line"
     _scheme_by_name(flat, origin)
+    _driver_by_name(flat, origin)
     warnings: list[str] = []
     _check_keys(flat, origin, warnings)
     values: dict[str, Any] = {}
@@ -1066,17 +1218,75 @@ def load_config(
     return _build(values, tuple(warnings))
 
 
+def _storage_driver(values: Mapping[str, Any]) -> str:
+    configured = sorted(
+        {
+            key.split(".")[1]
+            for key in values
+            if key.startswith("storage.") and key.split(".")[1] in STORAGE_DRIVERS
+        }
+    )
+    if len(configured) > 1:
+        raise ConfigError(
+            f"storage: configure exactly one driver, not both {' and '.join(configured)}"
+        )
+    return configured[0] if configured else "filesystem"
+
+
+#: ``storage.s3`` keys, as the S3 driver's parameters (named alike), required ones first.
+_S3_KEYS = (
+    "region", "bucket", "regionendpoint", "rootdirectory", "accesskey", "secretkey",
+    "sessiontoken", "secure", "skipverify", "v4auth", "chunksize", "multipartcopychunksize",
+    "multipartcopymaxconcurrency", "multipartcopythresholdsize", "forcepathstyle", "encrypt",
+    "keyid", "storageclass",
+)  # fmt: skip
+
+
+def _s3_parameters(values: Mapping[str, Any], warnings: list[str]) -> dict[str, object]:
+    _require(values, "storage.s3", "region", "bucket")
+    parameters: dict[str, object] = {
+        name: values[f"storage.s3.{name}"] for name in _S3_KEYS if f"storage.s3.{name}" in values
+    }
+    # registry:2 reads an empty key as none: the default credential chain, AWS's endpoint.
+    for name in ("regionendpoint", "accesskey", "secretkey", "sessiontoken"):
+        value = parameters.get(name)
+        if value == "" or (isinstance(value, Secret) and not value.reveal()):
+            del parameters[name]
+    if ("accesskey" in parameters) != ("secretkey" in parameters):
+        missing = "secretkey" if "accesskey" in parameters else "accesskey"
+        raise ConfigError(
+            f"storage.s3.{missing}: required with storage.s3."
+            f"{'accesskey' if missing == 'secretkey' else 'secretkey'} (or leave out both for "
+            "the AWS credential chain: AWS_* variables, ~/.aws files, instance roles)"
+        )
+    if "sessiontoken" in parameters and "accesskey" not in parameters:
+        raise ConfigError("storage.s3.sessiontoken: needs storage.s3.accesskey and secretkey")
+    if parameters.get("v4auth") is False and "regionendpoint" not in parameters:
+        raise ConfigError(
+            "storage.s3.v4auth: signature version 2 needs storage.s3.regionendpoint "
+            "(AWS S3 accepts only version 4)"
+        )
+    if "keyid" in parameters and not parameters.get("encrypt"):
+        warnings.append("storage.s3.keyid: ignored without storage.s3.encrypt: true")
+        del parameters["keyid"]
+    return parameters
+
+
 def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
     get = values.get
-    uses_memory = "storage.inmemory" in values
-    if uses_memory and "storage.filesystem.rootdirectory" in values:
-        raise ConfigError("storage: configure exactly one driver, not both filesystem and inmemory")
+    driver = _storage_driver(values)
+    parameters: dict[str, object] = {}
+    if driver == "filesystem":
+        parameters = {"rootdirectory": get("storage.filesystem.rootdirectory", DEFAULT_ROOT)}
+        if get("storage.filesystem.fsync"):
+            parameters["fsync"] = True
+    elif driver == "s3":
+        found: list[str] = []
+        parameters = _s3_parameters(values, found)
+        warnings += tuple(found)
     storage = StorageConfig(
-        driver="inmemory" if uses_memory else "filesystem",
-        parameters={}
-        if uses_memory
-        else {"rootdirectory": get("storage.filesystem.rootdirectory", DEFAULT_ROOT)}
-        | ({"fsync": True} if get("storage.filesystem.fsync") else {}),
+        driver=driver,
+        parameters=parameters,
         delete_enabled=get("storage.delete.enabled", False),
         readonly=get("storage.maintenance.readonly.enabled", False),
         upload_purging=UploadPurging(

@@ -136,8 +136,8 @@ def test_unknown_environment_variable_warns_instead_of_failing() -> None:
         ("version: 0.2\n", r"version: only configuration version 0\.1"),
         ("catalog:\n  maxentries: 0\n", r"catalog\.maxentries: expected a positive integer"),
         (
-            "storage:\n  s3:\n    bucket: b\n",
-            r"storage\.s3: the s3 storage driver is not supported yet",
+            "storage:\n  azure:\n    accountname: a\n",
+            r"storage\.azure: the azure storage driver is not supported yet",
         ),
         ("http:\n  tls:\n    certificate: /c.pem\n", r"http\.tls\.key: required"),
         (

@@ -20,9 +20,21 @@ def _inmemory(parameters: Mapping[str, object]) -> StorageDriver:
     return InMemoryDriver()
 
 
+def _s3(parameters: Mapping[str, object]) -> StorageDriver:
+    from ...config import Secret
+    from .s3 import S3Driver  # aiobotocore is imported where S3 is used, not by every start.
+
+    arguments = {
+        name: value.reveal() if isinstance(value, Secret) else value
+        for name, value in parameters.items()
+    }
+    return S3Driver(**arguments)  # type: ignore[arg-type]  # config.py typed each value.
+
+
 DRIVERS: Mapping[str, DriverFactory] = {
     "filesystem": _filesystem,
     "inmemory": _inmemory,
+    "s3": _s3,
 }
 
 
