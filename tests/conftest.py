@@ -18,6 +18,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.services.ceph import ceph_s3  # noqa: F401 - one S3 gateway per session, for all
+
 LISTENING_RE = re.compile(r"listening on (\S+?)[,\s]")
 
 

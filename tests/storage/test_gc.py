@@ -4,7 +4,9 @@ through the collector's wait for requests in flight)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -16,8 +18,9 @@ from registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
 from registry.reference import Digest
 from registry.storage import Repository, Store, paths
 from registry.storage.blobs import exists, link_content
-from registry.storage.driver import PathNotFoundError, StorageDriver
+from registry.storage.driver import FileInfo, PathNotFoundError, StorageDriver
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.inmemory import InMemoryDriver
 from registry.storage.errors import BlobUnknownError, ManifestUnknownError
 from registry.storage.gc import GarbageCollector, GCOptions, GCResult
 from registry.storage.gc_scan import GC_ROOT, references
@@ -70,9 +73,28 @@ def age(driver: StorageDriver, seconds: float) -> None:
                 path = os.path.join(folder, name)
                 stat = os.stat(path)
                 os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
-    else:
-        for file in driver._files.values():  # type: ignore[attr-defined]
+    elif isinstance(driver, InMemoryDriver):
+        for file in driver._files.values():
             file.modified -= seconds
+    else:
+        _age_objects(driver, seconds)
+
+
+def _age_objects(driver: StorageDriver, seconds: float) -> None:
+    """An object store's times cannot be set: the driver's stat answers them older instead,
+    for every object last written before now (its Last-Modified is whole seconds, so the
+    call waits for the next one: what is written after it is not aged)."""
+    cutoff = math.floor(time.time())
+    previous = driver._stat
+
+    async def aged_stat(path: str) -> FileInfo:
+        info = await previous(path)
+        if info.is_dir or info.modified > cutoff:
+            return info
+        return dataclasses.replace(info, modified=info.modified - seconds)
+
+    driver._stat = aged_stat  # type: ignore[method-assign]
+    time.sleep(max(0.0, cutoff + 1 - time.time()))
 
 
 async def blob_exists(store: Store, digest: Digest) -> bool:
@@ -370,6 +392,8 @@ def late(
 async def test_a_blob_linked_again_as_it_is_hidden_is_put_back_at_once(store: Store) -> None:
     """An upload that found the old blob stored renews its link just before the collector
     hides both: the client was told 201, so the blob must not stay hidden, let alone go."""
+    if not store.driver.moves_keep_times:
+        pytest.skip("an object store's move is a copy with a time of its own")
     a = store.repository("a")
     orphan = await push_blob(a, b"old orphan, pushed again")
     age(store.driver, 2 * HOUR)
@@ -386,6 +410,8 @@ async def test_a_blob_linked_again_as_it_is_hidden_is_put_back_at_once(store: St
 async def test_a_manifest_pushed_again_as_it_is_hidden_is_put_back_at_once(
     store: Store,
 ) -> None:
+    if not store.driver.moves_keep_times:
+        pytest.skip("an object store's move is a copy with a time of its own")
     a = store.repository("a")
     digest, manifest = await push_image(a, None, layers=[b"untagged, pushed again"])
     age(store.driver, 2 * HOUR)
