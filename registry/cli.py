@@ -265,7 +265,7 @@ def _cmd_garbage_collect(args: argparse.Namespace) -> int:
 
     config = _load(args)
     configure_logging(config.log)
-    if config.storage.driver != "filesystem":
+    if config.storage.driver == "inmemory":
         driver = config.storage.driver
         raise ConfigError(f"storage.{driver}: nothing to collect in storage one process holds")
     grace = parse_duration("--grace", args.grace) if args.grace else config.storage.gc.grace

@@ -4,11 +4,13 @@ and exit statuses, run as a real process on a real storage folder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +18,12 @@ import yaml
 
 from registry.reference import Digest
 from registry.storage import Store, paths
+from registry.storage.driver import PathNotFoundError
 from registry.storage.driver.filesystem import FilesystemDriver
+from registry.storage.driver.s3 import S3Driver
+from tests.services.ceph import CephS3
 
+from .conftest import TEST_BUCKET
 from .content import digest_of, push_blob, push_image
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -196,3 +202,45 @@ def test_the_help_documents_the_exit_statuses() -> None:
     assert shown.returncode == 0
     for word in ("--dry-run", "--delete-untagged", "--quiet", "--grace", "exit status", "130"):
         assert word in shown.stdout
+
+
+def test_collects_a_bucket(tmp_path: Path, ceph_s3: CephS3) -> None:
+    """The command runs on storage.s3 as on a folder (registry:2's does too)."""
+    root = f"/gc-command-{uuid.uuid4().hex[:12]}"
+    parameters = ceph_s3.driver_parameters(TEST_BUCKET, root)
+
+    async def populate() -> tuple[Digest, Digest]:
+        store = Store(S3Driver(**parameters))  # type: ignore[arg-type]
+        repo = store.repository("team/app")
+        kept, _ = await push_image(repo, "v1", layers=[b"kept layer in a bucket"])
+        orphan = await push_blob(repo, b"an orphan blob in a bucket")
+        await store.driver.close()
+        return kept, orphan
+
+    async def present(digest: Digest) -> bool:
+        driver = S3Driver(**parameters)  # type: ignore[arg-type]
+        try:
+            await driver.stat(paths.blob_data(digest))
+        except PathNotFoundError:
+            return False
+        finally:
+            await driver.close()
+        return True
+
+    async def clean() -> None:
+        driver = S3Driver(**parameters)  # type: ignore[arg-type]
+        with contextlib.suppress(PathNotFoundError):
+            await driver.delete("/docker")
+        await driver.close()
+
+    kept, orphan = asyncio.run(populate())
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({"version": 0.1, "storage": {"s3": parameters}}))
+    try:
+        done = collect(Tree(tmp_path, config, kept, kept, orphan), "--grace", "0")
+        assert done.returncode == 0, done.stderr
+        assert "blobs deleted: 1" in done.stdout
+        assert not asyncio.run(present(orphan))
+        assert asyncio.run(present(kept))
+    finally:
+        asyncio.run(clean())
