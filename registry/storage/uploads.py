@@ -36,7 +36,7 @@ from .errors import (
 )
 
 #: Writes are gathered to this size: fewer thread hops, larger disk writes.
-WRITE_BUFFER = 512 * 1024
+WRITE_BUFFER = 1024 * 1024
 #: Hashers kept per process; one for each upload in flight is plenty.
 MAX_HASHERS = 256
 #: Longest a request waits for another one writing the same upload session.
