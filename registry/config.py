@@ -87,6 +87,9 @@ class StorageConfig:
     )
     delete_enabled: bool = False
     readonly: bool = False
+    redirect: bool = True
+    """Blob GETs answer 307 to the driver's own URL where it has one (S3), unless
+    ``storage.redirect.disable``: then the registry streams the bytes itself."""
     upload_purging: UploadPurging = field(default_factory=UploadPurging)
     gc: GarbageCollection = field(default_factory=GarbageCollection)
 
@@ -1289,6 +1292,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         parameters=parameters,
         delete_enabled=get("storage.delete.enabled", False),
         readonly=get("storage.maintenance.readonly.enabled", False),
+        redirect=not get("storage.redirect.disable", False),
         upload_purging=UploadPurging(
             enabled=get("storage.maintenance.uploadpurging.enabled", True),
             age=get("storage.maintenance.uploadpurging.age", 168 * 3600.0),

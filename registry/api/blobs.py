@@ -11,6 +11,10 @@ from .native import Read, Reply
 from .repository import digest_param, open_repository, repository, require_delete
 from .responses import respond
 
+#: How long a redirect's URL stays valid: registry:2's 20 minutes, time enough for a
+#: client to start a large layer, short enough that a leaked URL soon stops working.
+REDIRECT_EXPIRES = 20 * 60
+
 
 def _headers(digest: str, length: int) -> dict[str, str]:
     return {
@@ -33,6 +37,13 @@ async def read_blob(store: Store, read: Read, name: str, digest: str) -> Reply:
         return Reply(200, _headers(str(parsed), info.size))
     if read.header(b"if-none-match") == f'"{parsed}"':
         return Reply(304, {"ETag": f'"{parsed}"', "Docker-Content-Digest": str(parsed)})
+    if read.config.storage.redirect:
+        # As registry:2: a GET goes to the store's own URL (a Range goes along with the
+        # client). A HEAD is answered here: the headers are known, a hop saved.
+        url = await store.blobs.url(parsed, REDIRECT_EXPIRES)
+        if url is not None:
+            headers = {"Location": url, "Docker-Content-Digest": str(parsed)}
+            return Reply(307, {**headers, "Content-Length": "0"})
     wanted = parse_range(read.header(b"range"), info.size)
     if wanted is None:
         return Reply(200, _headers(str(parsed), info.size), store.blobs.read(parsed))

@@ -68,6 +68,10 @@ class BlobStore:
         """Store small content (a manifest) whose digest the caller computed."""
         await self.driver.put_content(paths.blob_data(digest), content)
 
+    async def url(self, digest: Digest, expires: float) -> str | None:
+        """Where a client may fetch the content itself (S3's presigned URL), or None."""
+        return await self.driver.url_for(paths.blob_data(digest), expires)
+
     def read(
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:

@@ -59,6 +59,16 @@ def test_no_file_gives_the_documented_defaults() -> None:
     assert config.catalog_maxentries == 1000
 
 
+def test_redirects_are_on_unless_disabled(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).storage.redirect is True
+    path = write(tmp_path, "version: 0.1\nstorage:\n  redirect:\n    disable: true\n")
+    assert load_config(path, environ={}).storage.redirect is False
+    environ = {"REGISTRY_STORAGE_REDIRECT_DISABLE": "true"}
+    assert load_config(None, environ=environ).storage.redirect is False
+    with pytest.raises(ConfigError, match=r"storage\.redirect\.disable"):
+        load_config(None, environ={"REGISTRY_STORAGE_REDIRECT_DISABLE": "maybe"})
+
+
 def test_example_loads_without_warnings_and_matches_the_defaults() -> None:
     config = load_config(str(EXAMPLE), environ={})
     assert config.warnings == ()

@@ -157,6 +157,14 @@ class StorageDriver(ABC):
             found.append(name)
         return found
 
+    async def url_for(self, path: str, expires: float) -> str | None:
+        """A URL a client can fetch the file from directly for ``expires`` seconds, or
+        None: only stores with their own HTTP endpoint (S3) have one."""
+        return await self._url_for(check_path(path), expires)
+
+    async def _url_for(self, path: str, expires: float) -> str | None:
+        return None
+
     async def move(self, source: str, destination: str) -> None:
         """Rename, replacing the destination atomically."""
         await self._move(check_path(source), check_path(destination))

@@ -373,6 +373,16 @@ class S3Driver(StorageDriver):
     async def _head(self, path: str, key: str | None = None) -> dict[str, Any]:
         return await self._call("head_object", path, Key=key or self.key(path))
 
+    async def _url_for(self, path: str, expires: float) -> str | None:
+        """A presigned GET: signed here with the driver's keys, nothing is sent to S3."""
+        client = await self._client()
+        url: str = await client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key(path)},
+            ExpiresIn=int(expires),
+        )
+        return url
+
     async def _get_content(self, path: str) -> bytes:
         response = await self._call("get_object", path, Key=self.key(path))
         return await self._read_body(response, path)
