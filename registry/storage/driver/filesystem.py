@@ -133,12 +133,12 @@ def _put_small(path: str, content: bytes, durable: bool) -> None:
     ext4 write the new one back at once (``auto_da_alloc``): under load that
     took a third of a manifest PUT's time, where reading and comparing takes
     microseconds. The file's time is still renewed, as a write would: the
-    garbage collector reads a recent time as a push of that content.
+    garbage collector reads a recent time as a push of that content. With syncs
+    on (``durable``) the file is written as before: it may be from a time syncs
+    were off, and the syncs cost more than the rename anyway.
     """
-    if _holds(path, content):
+    if not durable and _holds(path, content):
         os.utime(path)
-        if durable:  # Written before, perhaps when syncs were off.
-            sync_file(path)
         return
     write_atomically(path, content, durable)
 
