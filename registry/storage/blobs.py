@@ -114,4 +114,8 @@ class LinkedBlobs:
         except BlobUnknownError:
             return None
         await self.link(digest)
+        if not await exists(self.driver, paths.blob_data(digest)):
+            # The garbage collector hid it between the check and the link: the client is
+            # told to upload it (the link brings the hidden copy back on its next look).
+            return None
         return info

@@ -275,16 +275,22 @@ class Uploads:
                 await _rollback(writer)
                 raise
             try:
-                if not await exists(self.driver, paths.blob_data(digest)):
-                    await self.driver.move(data_path, paths.blob_data(digest))
-                # Else: the same content was pushed before; the stored copy stays.
+                await self._store(data_path, digest)
+                await self.linked.link(digest)
+                # The garbage collector may have hidden the stored copy between the
+                # check above and the link: this upload's own copy takes its place.
+                await self._store(data_path, digest)
             except PathNotFoundError:
                 raise UploadUnknownError(upload_id) from None  # Cancelled meanwhile.
         finally:
             await writer.close()
-        await self.linked.link(digest)
         await self.cancel(upload_id)
         return BlobInfo(digest, size)
+
+    async def _store(self, data_path: str, digest: Digest) -> None:
+        """Move the upload into the store, unless the same content is there already."""
+        if not await exists(self.driver, paths.blob_data(digest)):
+            await self.driver.move(data_path, paths.blob_data(digest))
 
     async def _digest(self, upload_id: str, path: str, size: int, algorithm: str) -> Digest:
         if algorithm != "sha256":

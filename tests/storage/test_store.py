@@ -89,6 +89,44 @@ async def test_mount(store: Store) -> None:
     assert await store.driver.list(paths.blob_dir(digest).rsplit("/", 1)[0]) == [digest.hex]
 
 
+async def test_an_upload_whose_stored_copy_is_hidden_before_it_links_stores_its_own(
+    store: Store,
+) -> None:
+    """The content was stored already, so the upload keeps the stored copy; the garbage
+    collector hides that copy before the link is written. The upload's own copy then
+    takes its place: the client is told 201 only for a blob it can pull."""
+    a, b = store.repository("a"), store.repository("b")
+    data = b"old blob, pushed again as the collector hides it"
+    digest = await push_blob(a, data)
+    link = b.blobs.link
+
+    async def hidden_then_linked(linked: Digest) -> None:
+        await store.driver.move(paths.blob_data(linked), "/suite/hidden/data")
+        await link(linked)
+
+    b.blobs.link = hidden_then_linked  # type: ignore[method-assign]
+    await push_blob(b, data)
+    assert (await b.blobs.stat(digest)).size == len(data)
+    assert await store.driver.get_content(paths.blob_data(digest)) == data
+    await store.driver.delete("/suite")
+
+
+async def test_a_mount_whose_blob_is_hidden_before_it_links_asks_for_an_upload(
+    store: Store,
+) -> None:
+    a, b = store.repository("a"), store.repository("b")
+    digest = await push_blob(a, b"old blob, mounted as the collector hides it")
+    link = b.blobs.link
+
+    async def hidden_then_linked(linked: Digest) -> None:
+        await store.driver.move(paths.blob_data(linked), "/suite/hidden/data")
+        await link(linked)
+
+    b.blobs.link = hidden_then_linked  # type: ignore[method-assign]
+    assert await b.blobs.mount(digest, a.blobs) is None
+    await store.driver.delete("/suite")
+
+
 async def test_mount_needs_the_blob_in_the_source(store: Store) -> None:
     a, b, c = store.repository("a"), store.repository("b"), store.repository("c")
     digest = await push_blob(a, b"only in a")
