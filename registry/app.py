@@ -26,7 +26,8 @@ from .notifications import Notifier, NotifyingApp
 from .storage import Store
 from .storage.catalog_index import IndexedCatalog
 from .storage.driver import StorageDriver
-from .storage.driver.factory import create_driver
+from .storage.driver.cached import CachedDriver
+from .storage.driver.factory import create_driver, with_cache
 from .storage.gc import GC_EXTENSION, OnlineCollector
 from .storage.purge import purge_uploads
 
@@ -92,7 +93,10 @@ def create_app(
     # Quart's defaults would break a registry: a 16 MiB body cap and 60 s timeouts.
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    store = Store(driver or create_driver(config.storage.driver, config.storage.parameters))
+    # storage.cache: the driver's stat answers cached (after the metrics' timing, so
+    # those count only what reaches the storage).
+    base = driver or create_driver(config.storage.driver, config.storage.parameters)
+    store = Store(with_cache(base, config))
     access = build_access_control(config)
     notifier = Notifier(config) if config.notifications.enabled else None
     app.extensions[EXTENSION] = Services(
@@ -105,7 +109,10 @@ def create_app(
     collector = None
     if maintenance and gc.enabled and not config.storage.readonly:
         collector = OnlineCollector(
-            store.driver,
+            # It must see the storage as it is (and not fill the cache with every file).
+            store.driver.invalidating_only()
+            if isinstance(store.driver, CachedDriver)
+            else store.driver,
             interval=gc.interval,
             grace=gc.grace,
             delete_untagged=gc.deleteuntagged,

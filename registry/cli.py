@@ -58,6 +58,14 @@ def _prepare_storage(config: Config) -> str:
     return root
 
 
+def _prepare_redis(config: Config) -> None:
+    """``redis.tls``'s files, checked before any worker needs them."""
+    if config.storage.cache.blobdescriptor == "redis" and config.redis.tls.enabled:
+        from .storage.redis_cache import check_tls_files
+
+        check_tls_files(config.redis.tls)
+
+
 def _htpasswd_files(config: Config) -> list[tuple[str, str]]:
     """(config key, path) of each htpasswd file the configuration names."""
     files = []
@@ -186,6 +194,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log.warning("config: %s", warning)
     where = _prepare_storage(config)
     _prepare_access(config, provision=True)
+    _prepare_redis(config)
 
     def ready(urls: list[str]) -> None:
         workers = worker_count(config)
@@ -209,6 +218,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         fresh = _load(args, _serve_flags(args))
         build_access_control(fresh)
+        _prepare_redis(fresh)
         fresh, fresh_tls = _tls_files(fresh, args)
         configure_logging(fresh.log)
         for warning in fresh.warnings:
@@ -230,6 +240,7 @@ def _json_value(value: object) -> object:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    _prepare_redis(config)
     for warning in (*config.warnings, *_prepare_access(config, provision=False)):
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(dataclasses.asdict(config), indent=2, default=_json_value))
@@ -260,7 +271,7 @@ def _cmd_purge_uploads(args: argparse.Namespace) -> int:
 def _cmd_garbage_collect(args: argparse.Namespace) -> int:
     """registry:2's ``garbage-collect``; the exit statuses are in ``_GC_EPILOG``."""
     from .config import parse_duration
-    from .storage.driver.factory import create_driver
+    from .storage.driver.factory import create_driver, with_cache
     from .storage.gc_report import garbage_collect
 
     config = _load(args)
@@ -269,8 +280,11 @@ def _cmd_garbage_collect(args: argparse.Namespace) -> int:
         driver = config.storage.driver
         raise ConfigError(f"storage.{driver}: nothing to collect in storage one process holds")
     grace = parse_duration("--grace", args.grace) if args.grace else config.storage.gc.grace
+    _prepare_redis(config)
+    storage = create_driver(config.storage.driver, config.storage.parameters)
     return garbage_collect(
-        create_driver(config.storage.driver, config.storage.parameters),
+        # With a Redis cache, what it deletes is forgotten there too (not looked up).
+        with_cache(storage, config, lookups=False),
         grace=grace,
         delete_untagged=args.delete_untagged,
         dry_run=args.dry_run,

@@ -79,6 +79,24 @@ class GarbageCollection:
     deleteuntagged: bool = False
 
 
+#: ``storage.cache.blobdescriptorsize`` by default (distribution 3's): answers kept per worker.
+CACHE_SIZE = 10_000
+#: How long a worker's own (``inmemory``) cache keeps an answer: with several workers,
+#: the longest another worker may still find what one of them deleted.
+INMEMORY_TTL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """``storage.cache``: ``stat`` answers for content that never changes (blobs, and the
+    links that put them in a repository), cached in each worker or in Redis, shared."""
+
+    blobdescriptor: str | None = None
+    """``inmemory``, ``redis`` or None (no cache)."""
+    blobdescriptorsize: int = CACHE_SIZE
+    """Answers an ``inmemory`` cache keeps (distribution 3's key)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     driver: str = "filesystem"
@@ -92,6 +110,58 @@ class StorageConfig:
     ``storage.redirect.disable``: then the registry streams the bytes itself."""
     upload_purging: UploadPurging = field(default_factory=UploadPurging)
     gc: GarbageCollection = field(default_factory=GarbageCollection)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+#: Redis timeouts when the configuration gives none (or 0, which registry:2 reads as
+#: none): a cache that waits longer than the storage it saves a trip to is no cache.
+REDIS_DIALTIMEOUT = 1.0
+REDIS_IOTIMEOUT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPool:
+    """``redis.pool``: the connections to Redis (each worker has its own)."""
+
+    maxidle: int = 0
+    """Accepted for registry:2's files; redis-py keeps every connection it opened."""
+    maxactive: int = 0
+    """Connections at most, a caller then waits up to the read timeout; 0: no limit."""
+    idletimeout: float = 0.0
+    """Accepted for registry:2's files, not applied (as ``maxidle``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTLS:
+    """``redis.tls``: TLS to Redis; the files (distribution 3's keys) are optional."""
+
+    enabled: bool = False
+    certificate: str | None = None
+    """A client certificate, with ``key``, for a Redis that asks for one."""
+    key: str | None = None
+    clientcas: tuple[str, ...] = ()
+    """CA certificates Redis's own certificate is checked against; none: the system's."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """registry:2's ``redis`` section: the server ``storage.cache.blobdescriptor: redis``
+    keeps its answers in, shared by every worker and instance on the same storage."""
+
+    addrs: tuple[str, ...] = ()
+    """``redis.addr``, or distribution 3's ``redis.addrs``: the first that answers is used."""
+    username: str | None = None
+    password: Secret | None = None
+    db: int = 0
+    dialtimeout: float = REDIS_DIALTIMEOUT
+    readtimeout: float = REDIS_IOTIMEOUT
+    writetimeout: float = REDIS_IOTIMEOUT
+    pool: RedisPool = field(default_factory=RedisPool)
+    tls: RedisTLS = field(default_factory=RedisTLS)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.addrs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +450,7 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     warnings: tuple[str, ...] = ()
     """What the loader warned about, kept for ``registry check-config``."""
 
@@ -902,6 +973,43 @@ def _endpoint_url(key: str, value: object) -> str:
     return text
 
 
+def _cache_kind(key: str, value: object) -> str | None:
+    """registry:2's cache types; empty is none, as registry:2 reads it."""
+    if value is None or value == "":
+        return None
+    return _choice("inmemory", "redis")(key, value)
+
+
+def _redis_addr(key: str, value: object) -> str:
+    text = _tcp_addr(key, value)
+    if text.startswith(":"):
+        return f"localhost{text}"  # As Go dials ":6379".
+    return text
+
+
+def _redis_addrs(key: str, value: object) -> tuple[str, ...]:
+    addrs = tuple(_redis_addr(key, item) for item in _string_list(key, value))
+    if not addrs:
+        raise ConfigError(f"{key}: expected at least one HOST:PORT")
+    return addrs
+
+
+def _redis_timeout(key: str, value: object) -> float | None:
+    """A Go duration (or nanoseconds); 0 is registry:2's "none": None here, the default."""
+    seconds = _go_duration(key, value)
+    if seconds < 0:
+        raise ConfigError(f"{key}: must not be negative, got {value!r}")
+    return seconds or None
+
+
+def _non_negative(key: str, value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"{key}: expected a whole number (0 or more), got {value!r}")
+
+
 Parser = Callable[[str, object], Any]
 
 #: Keys this registry reads, with their parser.
@@ -935,6 +1043,28 @@ SUPPORTED: dict[str, Parser] = {
     "storage.s3.keyid": _required_string,
     "storage.s3.storageclass": _storage_class,
     "storage.delete.enabled": _bool,
+    "storage.cache": _section,
+    "storage.cache.blobdescriptor": _cache_kind,
+    "storage.cache.layerinfo": _cache_kind,
+    "storage.cache.blobdescriptorsize": _positive_int,
+    "redis": _section,
+    "redis.addr": _redis_addr,
+    "redis.addrs": _redis_addrs,
+    "redis.username": _required_string,
+    "redis.password": _secret,
+    "redis.db": _non_negative,
+    "redis.dialtimeout": _redis_timeout,
+    "redis.readtimeout": _redis_timeout,
+    "redis.writetimeout": _redis_timeout,
+    "redis.pool": _section,
+    "redis.pool.maxidle": _non_negative,
+    "redis.pool.maxactive": _non_negative,
+    "redis.pool.idletimeout": _redis_timeout,
+    "redis.tls": _section,
+    "redis.tls.enabled": _bool,
+    "redis.tls.certificate": _required_string,
+    "redis.tls.key": _required_string,
+    "redis.tls.clientcas": _string_list,
     "storage.redirect.disable": _bool,
     "storage.maintenance.uploadpurging.enabled": _bool,
     "storage.maintenance.uploadpurging.age": parse_duration,
@@ -1017,13 +1147,11 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "storage.s3.accelerate",
     "storage.s3.usefipsendpoint",
     "storage.s3.loglevel",
-    "storage.cache",
     "storage.tag",
     "middleware",
     "reporting",
     "http.tls.letsencrypt",
     "http.h2c",
-    "redis",
     "proxy",
     "compatibility",
     "validation",
@@ -1305,6 +1433,15 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
             grace=get("storage.maintenance.gc.grace", 3600.0),
             deleteuntagged=get("storage.maintenance.gc.deleteuntagged", False),
         ),
+        cache=CacheConfig(
+            # registry:2 reads its old name, ``layerinfo``, when ``blobdescriptor`` is absent.
+            blobdescriptor=(
+                get("storage.cache.blobdescriptor")
+                if "storage.cache.blobdescriptor" in values
+                else get("storage.cache.layerinfo")
+            ),
+            blobdescriptorsize=get("storage.cache.blobdescriptorsize", CACHE_SIZE),
+        ),
     )
     if storage.upload_purging.enabled and storage.upload_purging.interval <= 0:
         raise ConfigError("storage.maintenance.uploadpurging.interval: must be more than 0")
@@ -1355,6 +1492,19 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         )
     level = get("log.level") or get("loglevel") or "info"
     auth = _build_auth(values)
+    notes: list[str] = []
+    redis = _build_redis(values, storage, notes)
+    if (
+        storage.cache.blobdescriptor == "inmemory"
+        and http.workers != 1
+        and (storage.delete_enabled or storage.gc.enabled)
+    ):
+        notes.append(
+            "storage.cache.blobdescriptor: inmemory keeps one cache per worker: a blob or "
+            "manifest deleted through one worker may still be found by the others for "
+            f"{INMEMORY_TTL:g} s; use redis (shared), or http.workers: 1"
+        )
+    warnings += tuple(notes)
     return Config(
         version=get("version", "0.1"),
         log=LogConfig(
@@ -1386,8 +1536,67 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
             http=get("health.http", ()),
             tcp=get("health.tcp", ()),
         ),
+        redis=redis,
         warnings=warnings,
     )
+
+
+def _build_redis(
+    values: Mapping[str, Any], storage: StorageConfig, warnings: list[str]
+) -> RedisConfig:
+    get = values.get
+    if "redis.addr" in values and "redis.addrs" in values:
+        raise ConfigError("redis.addrs: give redis.addr or redis.addrs, not both")
+    addrs: tuple[str, ...] = (
+        (values["redis.addr"],) if "redis.addr" in values else get("redis.addrs", ())
+    )
+    certificate, key = get("redis.tls.certificate"), get("redis.tls.key")
+    if (certificate is None) != (key is None):
+        missing = "redis.tls.key" if key is None else "redis.tls.certificate"
+        raise ConfigError(f"{missing}: required when the other of redis.tls.certificate/key is set")
+    files = certificate is not None or "redis.tls.clientcas" in values
+    if files and get("redis.tls.enabled") is False:
+        raise ConfigError(
+            "redis.tls.enabled: false, but redis.tls names certificate files; "
+            "remove them or enable TLS"
+        )
+    pool = RedisPool(
+        maxidle=get("redis.pool.maxidle", 0),
+        maxactive=get("redis.pool.maxactive", 0),
+        idletimeout=get("redis.pool.idletimeout") or 0.0,
+    )
+    redis = RedisConfig(
+        addrs=addrs,
+        username=get("redis.username"),
+        password=get("redis.password"),
+        db=get("redis.db", 0),
+        dialtimeout=get("redis.dialtimeout") or REDIS_DIALTIMEOUT,
+        readtimeout=get("redis.readtimeout") or REDIS_IOTIMEOUT,
+        writetimeout=get("redis.writetimeout") or REDIS_IOTIMEOUT,
+        pool=pool,
+        tls=RedisTLS(
+            enabled=bool(get("redis.tls.enabled", False)) or files,
+            certificate=certificate,
+            key=key,
+            clientcas=get("redis.tls.clientcas", ()),
+        ),
+    )
+    if storage.cache.blobdescriptor == "redis":
+        if not redis.enabled:
+            raise ConfigError(
+                "storage.cache.blobdescriptor: redis needs redis.addr (or redis.addrs)"
+            )
+        ignored = [name for name in ("maxidle", "idletimeout") if f"redis.pool.{name}" in values]
+        if ignored:
+            warnings.append(
+                f"redis.pool.{' and '.join(ignored)}: not applied (each worker keeps the "
+                "connections it opened, up to redis.pool.maxactive)"
+            )
+    elif any(_covered(key, ("redis",)) for key in values):
+        warnings.append(
+            "redis: unused; only storage.cache.blobdescriptor: redis uses it (no connection made)"
+        )
+    return redis
 
 
 def _require(values: Mapping[str, Any], section: str, *names: str) -> list[Any]:

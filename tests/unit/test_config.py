@@ -85,7 +85,8 @@ def test_registry2_image_config_starts_with_warnings_for_what_is_ignored(tmp_pat
     assert config.http.addr == ":5000"
     assert config.storage.parameters == {"rootdirectory": "/var/lib/registry"}
     warned = " ".join(config.warnings)
-    assert "storage.cache.blobdescriptor" in warned
+    assert config.storage.cache.blobdescriptor == "inmemory"  # Supported now: no warning.
+    assert "storage.cache" not in warned
     assert "health" not in warned  # Supported: the image's storage check runs.
     assert config.health.storagedriver.enabled is True
     assert config.health.storagedriver.interval == 10.0
