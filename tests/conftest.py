@@ -19,6 +19,10 @@ import pytest
 import yaml
 
 from tests.services.ceph import ceph_s3  # noqa: F401 - one S3 gateway per session, for all
+from tests.services.redis import (  # noqa: F401 - one Redis per session, for all
+    private_redis,
+    redis_server,
+)
 
 LISTENING_RE = re.compile(r"listening on (\S+?)[,\s]")
 

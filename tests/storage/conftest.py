@@ -4,7 +4,10 @@ Each test may write only below the folders in TEST_ROOTS. Teardown deletes
 them and then fails if the driver still holds anything at all, temporary files
 included (distribution's ``TearDownTest``). The s3 case runs on a real Ceph
 RADOS Gateway (started once per session), each test under a root directory
-of its own in one bucket; there, in-progress multipart uploads count too.
+of its own in one bucket; there, in-progress multipart uploads count too. The
+filesystem+redis case is the filesystem behind the ``stat`` cache in a real Redis
+(one per session), each test with a key namespace of its own: every suite test
+passes through the cache.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import pytest
 
 from registry.storage import Store
 from registry.storage.driver import PathNotFoundError, StorageDriver
+from registry.storage.driver.cached import CachedDriver
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.driver.inmemory import InMemoryDriver
 from tests.services.ceph import TEST_BUCKET, CephS3
+from tests.services.redis import RedisServer
 
 #: The only top-level folders a test may create: the suite's own and the registry's.
 TEST_ROOTS = ("/suite", "/docker")
@@ -39,6 +44,24 @@ def filesystem_leftovers(driver: StorageDriver) -> list[str]:
         found += [f"{where}/{name}/" for name in dirs]
         found += [f"{where}/{name}" for name in files]
     return sorted(found)
+
+
+def make_cached_filesystem(tmp: Path, redis: RedisServer, **settings: Any) -> CachedDriver:
+    """The filesystem behind a Redis ``stat`` cache, in a key namespace of the test's own."""
+    from registry.storage.redis_cache import RedisStatCache
+
+    cache = RedisStatCache(
+        [redis.addr],
+        f"suite-{uuid.uuid4().hex[:12]}",
+        password=redis.password,
+        **settings,
+    )
+    return CachedDriver(FilesystemDriver(str(tmp / "root")), cache)
+
+
+def cached_filesystem_leftovers(driver: StorageDriver) -> list[str]:
+    assert isinstance(driver, CachedDriver)
+    return filesystem_leftovers(driver.inner)
 
 
 def inmemory_leftovers(driver: StorageDriver) -> list[str]:
@@ -126,6 +149,12 @@ DRIVERS = [
     DriverCase("inmemory", lambda tmp: InMemoryDriver(), inmemory_leftovers),
     DriverCase("filesystem", lambda tmp: FilesystemDriver(str(tmp / "root")), filesystem_leftovers),
     DriverCase("s3", make_s3, s3_leftovers, service="ceph_s3"),
+    DriverCase(
+        "filesystem+redis",
+        make_cached_filesystem,
+        cached_filesystem_leftovers,
+        service="redis_server",
+    ),
 ]
 
 
