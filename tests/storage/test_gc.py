@@ -339,9 +339,8 @@ async def test_what_a_tag_pointed_at_stays_while_the_tag_moved_within_the_grace(
 # Races with pushes
 
 
-class RacingCollector(GarbageCollector):
-    """Plays a request between the collector's reading of the tree and its hiding of the
-    first candidate: the scan may be seconds old by then on a large store."""
+class PlayingCollector(GarbageCollector):
+    """A collector that plays one request, once, at a moment its subclass chooses."""
 
     race: Callable[[], Awaitable[None]] | None = None
 
@@ -349,6 +348,11 @@ class RacingCollector(GarbageCollector):
         if self.race is not None:
             race, self.race = self.race, None
             await race()
+
+
+class RacingCollector(PlayingCollector):
+    """Plays a request between the collector's reading of the tree and its hiding of the
+    first candidate: the scan may be seconds old by then on a large store."""
 
     async def _untouched_revision(self, *args: object) -> bool:  # type: ignore[override]
         await self._play()
@@ -359,11 +363,24 @@ class RacingCollector(GarbageCollector):
         return await super()._untouched_blob(*args)  # type: ignore[arg-type]
 
 
+class LateCollector(PlayingCollector):
+    """Plays the request after the collector's last check of a candidate, right before it
+    hides the first file: the request finds the file where it was and writes it again."""
+
+    async def _hide_file(self, batch: str, origin: str) -> str | None:
+        await self._play()
+        return await super()._hide_file(batch, origin)
+
+
 def racing(
-    store: Store, race: Callable[[], Awaitable[None]], **options: object
+    store: Store,
+    race: Callable[[], Awaitable[None]],
+    clock: Clock | None = None,
+    kind: type[PlayingCollector] = RacingCollector,
+    **options: object,
 ) -> GarbageCollector:
-    clock = Clock(2 * HOUR)
-    collector = RacingCollector(
+    clock = clock or Clock(2 * HOUR)
+    collector = kind(
         collector_driver(store),
         GCOptions(**{"grace": HOUR, **options}),  # type: ignore[arg-type]
         clock=clock,
@@ -371,32 +388,12 @@ def racing(
     )
     collector.race = race
     return collector
-
-
-class LateCollector(GarbageCollector):
-    """Plays a request after the collector's last check of a candidate, right before it
-    hides the first file: the request finds the file where it was and writes it again."""
-
-    race: Callable[[], Awaitable[None]] | None = None
-
-    async def _hide_file(self, batch: str, origin: str) -> str | None:
-        if self.race is not None:
-            race, self.race = self.race, None
-            await race()
-        return await super()._hide_file(batch, origin)
 
 
 def late(
     store: Store, race: Callable[[], Awaitable[None]], clock: Clock, **options: object
 ) -> GarbageCollector:
-    collector = LateCollector(
-        collector_driver(store),
-        GCOptions(**{"grace": HOUR, **options}),  # type: ignore[arg-type]
-        clock=clock,
-        sleep=clock.sleep,
-    )
-    collector.race = race
-    return collector
+    return racing(store, race, clock, LateCollector, **options)
 
 
 async def test_a_blob_linked_again_as_it_is_hidden_is_put_back_at_once(store: Store) -> None:
