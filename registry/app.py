@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,12 +24,13 @@ from .health import HealthChecker, HealthGate, HealthState, checks_of
 from .middleware import RegistryMiddleware
 from .notifications import Notifier, NotifyingApp
 from .storage import Store
-from .storage.catalog_index import IndexedCatalog
+from .storage.catalog_index import REINDEX_SECONDS
 from .storage.driver import StorageDriver
 from .storage.driver.cached import CachedDriver
 from .storage.driver.factory import create_driver, with_cache
 from .storage.gc import GC_EXTENSION, OnlineCollector
 from .storage.purge import purge_uploads
+from .storage.turns import Turns
 
 if TYPE_CHECKING:
     from .metrics import Recorder
@@ -129,13 +130,16 @@ def create_app(
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
-        purging = config.storage.upload_purging
-        if maintenance and purging.enabled and not config.storage.readonly:
-            background.start(_purge_periodically(store, config))
-        if collector is not None:
-            background.start(collector.run_forever())
-        if maintenance and isinstance(store.catalog, IndexedCatalog):
-            background.start(store.catalog.reindex_periodically())
+        if maintenance:
+            # Each job runs in one worker of each instance, and by taking its turn
+            # (registry.storage.turns), in one instance of the deployment at a time.
+            turns = Turns(base)
+            purging = config.storage.upload_purging
+            if purging.enabled and not config.storage.readonly:
+                background.start(turns.every("purge", purging.interval, _purger(store, config)))
+            if collector is not None:
+                background.start(turns.every("gc", gc.interval, collector.run_once))
+            background.start(turns.every("catalog", REINDEX_SECONDS, _reindexer(store)))
         if notifier is not None:
             await notifier.start()
         yield
@@ -147,23 +151,35 @@ def create_app(
     return app
 
 
-async def _purge_periodically(store: Store, config: Config) -> None:
-    """registry:2's upload purging: now, then every ``interval``."""
+def _purger(store: Store, config: Config) -> Callable[[], Awaitable[None]]:
+    """registry:2's upload purging, one pass; its failures logged, never raised."""
     purging = config.storage.upload_purging
-    while True:
+
+    async def purge() -> None:
         try:
             result = await purge_uploads(store.driver, purging.age, dry_run=purging.dryrun)
-            if result.purged:
-                verb = "would purge" if purging.dryrun else "purged"
-                log.info(
-                    "%s %d abandoned upload(s): %s",
-                    verb,
-                    len(result.purged),
-                    ", ".join(result.purged),
-                )
         except Exception:
             log.exception("upload purging failed; retrying at the next interval")
-        await asyncio.sleep(purging.interval)
+            return
+        if result.purged:
+            verb = "would purge" if purging.dryrun else "purged"
+            log.info(
+                "%s %d abandoned upload(s): %s", verb, len(result.purged), ", ".join(result.purged)
+            )
+
+    return purge
+
+
+def _reindexer(store: Store) -> Callable[[], Awaitable[None]]:
+    """The catalog's walk for what another program wrote; its failures logged."""
+
+    async def reindex() -> None:
+        try:
+            await store.catalog.reindex()
+        except Exception:
+            log.exception("catalog: walking the tree failed; retrying at the next interval")
+
+    return reindex
 
 
 def create_asgi_app(
