@@ -18,7 +18,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.services.ceph import ceph_s3  # noqa: F401 - one S3 gateway per session, for all
+from tests.services.ceph import (  # noqa: F401 - one S3 gateway per session, for all
+    ceph_s3,
+    s3_bucket,
+)
+from tests.services.haproxy import balancer  # noqa: F401 - haproxy before instances
 from tests.services.redis import (  # noqa: F401 - one Redis per session, for all
     private_redis,
     redis_server,

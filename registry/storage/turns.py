@@ -36,15 +36,22 @@ FOLDER = f"{paths.ROOT}/_maintenance"
 JITTER = 0.1
 
 
+def _identity() -> str:
+    """This process, as a stamp names it and an operator finds it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _stamp() -> bytes:
-    return json.dumps({"at": time.time(), "by": f"{socket.gethostname()}:{os.getpid()}"}).encode()
+    return json.dumps({"at": time.time(), "by": _identity()}).encode()
 
 
-def _last_run(content: bytes) -> float:
+def _last_run(content: bytes) -> tuple[float, str]:
+    """When the job last ran, and where ('' if never, or unreadable: due now)."""
     try:
-        return float(json.loads(content)["at"])
-    except (ValueError, KeyError, TypeError):
-        return 0.0  # Empty (just made) or unreadable: the job is due.
+        stamp = json.loads(content)
+        return float(stamp["at"]), str(stamp.get("by", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0.0, ""
 
 
 class Turns:
@@ -66,7 +73,7 @@ class Turns:
             content = b""
             with contextlib.suppress(StorageDriverError):
                 await self.driver.put_content(path, b"")
-        wait = _last_run(content) + interval - time.time()
+        wait = _last_run(content)[0] + interval - time.time()
         if wait > 0:
             return wait
         try:
@@ -75,9 +82,14 @@ class Turns:
             return interval  # Another process has the turn (or just renewed the file).
         try:
             # Read again under the lock: another process may have run it meanwhile.
-            wait = _last_run(await self.driver.get_content(path)) + interval - time.time()
+            last, by = _last_run(await self.driver.get_content(path))
+            wait = last + interval - time.time()
             if wait > 0:
                 return wait
+            if by != _identity():
+                # Said when the job moves here (not at every run), so an operator sees
+                # which instance does the deployment's maintenance.
+                log.info("%s: runs in this process now (before: %s)", job, by or "nowhere")
             try:
                 await work()
             finally:

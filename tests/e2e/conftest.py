@@ -136,6 +136,16 @@ class DockerEngine:
             )
         return result
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """``docker ARGS`` started in the background; output and errors in one text."""
+        return subprocess.Popen(
+            [DOCKER_CLIENT, "-H", self.host, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "DOCKER_CONFIG": str(self.root / "client")},
+        )
+
     def import_image(self, reference: str, rootfs_tar: bytes) -> None:
         """``docker import`` a root filesystem (the way to make an image with no hub)."""
         result = subprocess.run(

@@ -7,9 +7,7 @@ reverse, on a real Ceph RADOS Gateway: the key layout is registry:2's.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,27 +26,8 @@ ROOT = "/shared-registry"
 
 
 @pytest.fixture
-def bucket(ceph_s3: CephS3) -> Iterator[str]:
-    """A bucket of the test's own, emptied and removed afterwards."""
-    name = f"compat-{uuid.uuid4().hex[:10]}"
-    with contextlib.closing(ceph_s3.client()) as client:
-        client.create_bucket(Bucket=name)
-    yield name
-    with contextlib.closing(ceph_s3.client()) as client:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=name, Key=item["Key"])
-        uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
-        for upload in uploads:
-            client.abort_multipart_upload(
-                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        client.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
 def go_registry(
-    ceph_s3: CephS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ceph_s3: CephS3, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[GoRegistry]:
     # Its S3 driver crashes at start when AWS_CA_BUNDLE is set (measured).
     monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
@@ -58,7 +37,7 @@ def go_registry(
     settings["storage"] = {
         "s3": {
             key: value
-            for key, value in ceph_s3.driver_parameters(bucket, ROOT).items()
+            for key, value in ceph_s3.driver_parameters(s3_bucket, ROOT).items()
             if key != "forcepathstyle"
         },
         "delete": {"enabled": True},
@@ -69,9 +48,9 @@ def go_registry(
 
 
 @pytest.fixture
-def ours(ceph_s3: CephS3, bucket: str, registry_factory: Any) -> Any:
+def ours(ceph_s3: CephS3, s3_bucket: str, registry_factory: Any) -> Any:
     return registry_factory(
-        {"storage": {"s3": ceph_s3.driver_parameters(bucket, ROOT), "delete": {"enabled": True}}}
+        {"storage": {"s3": ceph_s3.driver_parameters(s3_bucket, ROOT), "delete": {"enabled": True}}}
     )
 
 

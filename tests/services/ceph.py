@@ -339,9 +339,7 @@ def require_ceph() -> None:
     for binary in BINARIES:
         require(binary, PACKAGES)
     require(SYSTEM_PYTHON, "python3")
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import rados"], capture_output=True, check=False
-    )
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import rados"], capture_output=True, check=False)
     if probe.returncode != 0:
         message = "python3-rados not installed: apt-get install python3-rados"
         if os.environ.get("E2E_REQUIRED") == "1":
@@ -363,3 +361,22 @@ def ceph_s3() -> Iterator[CephS3]:
     finally:
         gateway.stop()
 
+
+@pytest.fixture
+def s3_bucket(ceph_s3: CephS3) -> Iterator[str]:
+    """A bucket of the test's own, emptied (objects and multipart uploads) and removed
+    afterwards."""
+    name = f"test-{secrets.token_hex(5)}"
+    with contextlib.closing(ceph_s3.client()) as client:
+        client.create_bucket(Bucket=name)
+    yield name
+    with contextlib.closing(ceph_s3.client()) as client:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=item["Key"])
+        uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
+        for upload in uploads:
+            client.abort_multipart_upload(
+                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        client.delete_bucket(Bucket=name)
