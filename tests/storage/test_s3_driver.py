@@ -282,6 +282,37 @@ async def test_cancel_aborts_and_deletes(s3: Make) -> None:
         await driver.stat(path)
 
 
+async def test_deleting_a_folder_aborts_writes_left_unfinished_in_it(s3: Make) -> None:
+    """An instance killed mid-upload leaves its multipart upload; purging the session's
+    folder must not leave its parts stored (and billed) for ever."""
+    driver = s3()
+    crashed = s3(same_root_as=driver)  # Another process, which then dies without a word.
+    await driver.put_content("/suite/_uploads/abc/startedat", b"2026-01-01T00:00:00Z")
+    await driver.put_content("/suite/_uploads/abc/data", b"")
+    writer = await crashed.writer("/suite/_uploads/abc/data", append=True)
+    await writer.write(os.urandom(MIN_PART + 1))
+    assert len(await uploads_in_progress(driver)) == 1
+    await driver.put_content("/suite/_uploads/other/data", b"kept")
+    other = await driver.writer("/suite/_uploads/other/data", append=True)
+    await other.write(os.urandom(MIN_PART + 1))
+
+    calls = spy(driver)
+    await driver.delete("/suite/_uploads/abc")
+    assert [upload["Key"] for upload in await uploads_in_progress(driver)] == [
+        driver.key("/suite/_uploads/other/data")
+    ]
+    assert await raw_keys(driver) == [
+        driver.key("/suite/_uploads/other/data"),
+        driver.key("/suite/_uploads/other/data") + ".lock~",
+    ]
+    # Deleting one file costs no look for unfinished uploads.
+    calls.clear()
+    await driver.delete("/suite/_uploads/other/data")
+    assert "list_multipart_uploads" not in calls
+    await other.cancel()
+    await writer.cancel()  # Only to stop its lock's renewal: its upload is gone already.
+
+
 # Reads
 
 

@@ -623,7 +623,8 @@ class S3Driver(StorageDriver):
         deleted = 0
         # The file itself sorts first among the keys it prefixes.
         first = await self._call("list_objects_v2", path, Prefix=key, MaxKeys=1)
-        if any(item["Key"] == key for item in first.get("Contents", [])):
+        is_file = any(item["Key"] == key for item in first.get("Contents", []))
+        if is_file:
             doomed.append(key)
         async for page in self._pages(path, key + "/", MaxKeys=PAGE):
             doomed += [item["Key"] for item in page.get("Contents", [])]
@@ -632,8 +633,28 @@ class S3Driver(StorageDriver):
                 del doomed[:PAGE]
         if doomed:
             deleted += await self._delete_keys(path, doomed)
+        if deleted > is_file:
+            # A folder: writes left unfinished in it go too (an instance that died
+            # mid-upload leaves its multipart upload, whose parts are stored and billed).
+            deleted += await self._abort_all(path, key + "/")
         if not deleted:
             raise PathNotFoundError(path)
+
+    async def _abort_all(self, path: str, prefix: str) -> int:
+        """Abort every multipart upload in progress under ``prefix``; how many."""
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._call("list_multipart_uploads", path, Prefix=prefix, **markers)
+            for upload in page.get("Uploads") or []:
+                await self._abort(path, upload["Key"], upload["UploadId"])
+                aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            markers = {
+                "KeyMarker": page["NextKeyMarker"],
+                "UploadIdMarker": page["NextUploadIdMarker"],
+            }
 
     async def _delete_keys(self, path: str, keys: Sequence[str]) -> int:
         response = await self._call(
