@@ -101,6 +101,26 @@ class Sampler(threading.Thread):
         return peaks
 
 
+def cpu_seconds_of(*pids: int) -> float:
+    """User and system CPU that these processes and all their descendants have used so
+    far (any process: a gateway, a balancer, not only a :class:`Server`)."""
+    return sum(_cpu(pid) for root in pids for pid in _tree(root))
+
+
+def machine() -> str:
+    """The CPU model and core count, for a benchmark's header."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def _tree(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
