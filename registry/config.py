@@ -1079,7 +1079,7 @@ SUPPORTED: dict[str, Parser] = {
     "http.net": _choice("tcp", "unix"),
     "http.prefix": _prefix,
     "http.host": _host,
-    "http.secret": _string,
+    "http.secret": _secret,  # Accepted for registry:2 configs; nothing here needs it.
     "http.relativeurls": _bool,
     "http.draintimeout": parse_duration,
     "http.headers": _headers,

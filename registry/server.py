@@ -453,7 +453,8 @@ def _preload(config: Config) -> None:
     with the supervisor and each other instead of each holding a copy (a third less
     memory charged for two workers). ``gc.freeze`` keeps the collector from writing
     to every preloaded object, which would copy the pages it touches into each worker.
-    What the configuration leaves off (metrics, events, access control) stays unloaded."""
+    What the configuration leaves off (metrics, events, access control, S3, Redis) stays
+    unloaded."""
     import gc
 
     import hypercorn.asyncio.run  # noqa: F401
@@ -466,6 +467,10 @@ def _preload(config: Config) -> None:
         from .notifications import sender  # noqa: F401
     if config.auth.enabled:
         from .auth import guard  # noqa: F401
+    if config.storage.driver == "s3":
+        from .storage.driver import s3  # noqa: F401 - aiobotocore: about 20 MiB
+    if config.storage.cache.blobdescriptor == "redis":
+        from .storage import redis_cache  # noqa: F401 - redis-py
     gc.collect()
     gc.freeze()
 

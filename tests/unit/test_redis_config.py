@@ -262,7 +262,9 @@ PROBE = """
 import sys
 from registry.app import create_asgi_apps
 from registry.config import load_config
+from registry.server import _preload
 config = load_config(None, environ=dict(arg.split("=", 1) for arg in sys.argv[1:]))
+_preload(config)
 create_asgi_apps(config)
 print("redis" in sys.modules, "redis.asyncio" in sys.modules)
 """
@@ -284,7 +286,8 @@ def test_redis_py_is_imported_only_when_configured(
     tmp_path: Path, environ: list[str], loaded: str
 ) -> None:
     """Workers are forked from a supervisor that preloads what they run: redis-py only
-    where the configuration uses it (building the app makes no connection)."""
+    where the configuration uses it, and then before the fork (building the app makes
+    no connection)."""
     root = f"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY={tmp_path}"
     result = subprocess.run(
         [sys.executable, "-c", PROBE, root, *environ],
