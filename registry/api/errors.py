@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import InvalidReferenceError
-from ..storage.driver import InvalidPathError
+from ..storage.driver import InvalidPathError, StorageDriverError
 from ..storage.errors import (
     BlobUnknownError,
     DigestMismatchError,
@@ -74,5 +74,13 @@ def to_registry_error(error: Exception) -> RegistryError:
     for kind, code, detail in ERROR_CODES:
         if isinstance(error, kind):
             return RegistryError(code, str(error), detail=detail(error))
+    if isinstance(error, StorageDriverError):
+        # The store failed (an S3 gateway down, refusing, timing out): the client may
+        # retry, maybe on another instance. The driver's words name the operation and
+        # the path, never a credential; the client gets none of them.
+        log.error("storage: %s", error)
+        return RegistryError(
+            ErrorCode.UNAVAILABLE, "the registry's storage failed; try again", status=503
+        )
     log.exception("unexpected error", exc_info=error)
     return RegistryError(ErrorCode.UNKNOWN)
