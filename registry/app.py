@@ -97,7 +97,7 @@ def create_app(
     # storage.cache: the driver's stat answers cached (after the metrics' timing, so
     # those count only what reaches the storage).
     base = driver or create_driver(config.storage.driver, config.storage.parameters)
-    store = Store(with_cache(base, config))
+    store = Store(with_cache(base, config), config)
     access = build_access_control(config)
     notifier = Notifier(config) if config.notifications.enabled else None
     app.extensions[EXTENSION] = Services(

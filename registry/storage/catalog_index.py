@@ -11,7 +11,8 @@ makes a repository (``_catalog/repositories``, one name a line, beside
   call) before each page and reads what was appended since;
 * **a tree written by another program** (registry:2, a restore, a hand edit) is
   walked once by each process before its first page, and every
-  REINDEX_SECONDS in the background; names the walk finds are appended, names
+  REINDEX_SECONDS by one process of all those sharing the folder (its turn:
+  ``turns.py``); names the walk finds are appended, names
   it no longer finds make the journal be written anew, which every process
   then reads whole. A change at the top folder (a repository added or removed
   there by someone else) is seen at once: one ``stat`` per page notices it.
@@ -20,7 +21,9 @@ makes a repository (``_catalog/repositories``, one name a line, beside
 
 Appenders hold a shared lock and check they wrote to the file in place, so
 none is lost to a rewrite's rename. Drivers without a local folder keep
-registry:2's walk (:class:`WalkedCatalog`).
+registry:2's walk (:class:`WalkedCatalog`). Where Redis is the cache
+(``storage.cache.blobdescriptor: redis``), the catalog is a sorted set there, for
+every driver (``redis_catalog.py``).
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..reference import NAME_RE
 from . import paths
 from .catalog import repositories
 from .driver import StorageDriver
 from .driver.filesystem import FilesystemDriver, write_atomically
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,16 @@ class Catalog(Protocol):
         """Walk the tree for repositories another program wrote."""
         ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def choose(names: list[str], last: str | None, limit: int, keep: Keep) -> tuple[list[str], bool]:
+    """registry:2's page of sorted ``names``: those after ``last`` that ``keep``
+    accepts, at most ``limit``; and whether more follow."""
+    names = [name for name in names if keep(name)]
+    if last:
+        names = names[bisect.bisect_right(names, last) :]
+    return names[:limit], len(names) > limit
 
 
 class WalkedCatalog:
@@ -73,10 +88,7 @@ class WalkedCatalog:
         self.driver = driver
 
     async def page(self, last: str | None, limit: int, keep: Keep) -> tuple[list[str], bool]:
-        names = [name for name in await repositories(self.driver) if keep(name)]
-        if last:
-            names = names[bisect.bisect_right(names, last) :]
-        return names[:limit], len(names) > limit
+        return choose(await repositories(self.driver), last, limit, keep)
 
     async def created(self, name: str) -> None:
         pass
@@ -84,7 +96,7 @@ class WalkedCatalog:
     async def reindex(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -226,19 +238,11 @@ class IndexedCatalog:
             self._top_seen = _signature(self.top)
             self._walked = True
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    async def reindex_periodically(self) -> None:
-        """In the maintenance worker: at start, then every REINDEX_SECONDS."""
-        while True:
-            try:
-                await self.reindex()
-            except OSError:
-                log.exception("catalog: walking the tree failed; retrying at the next interval")
-            await asyncio.sleep(REINDEX_SECONDS)
 
 
 def _signature(folder: str) -> tuple[int, int, int] | None:
@@ -307,8 +311,14 @@ def _rewrite(journal: str, top: str, stale: set[str]) -> None:
         os.close(fd)
 
 
-def catalog_for(driver: StorageDriver) -> Catalog:
-    """An index where the driver has a local folder; registry:2's walk elsewhere."""
+def catalog_for(driver: StorageDriver, config: Config | None = None) -> Catalog:
+    """A sorted set in Redis where ``config`` makes Redis the cache (shared by every
+    instance, whatever the driver); else an index where the driver has a local folder;
+    registry:2's walk elsewhere."""
+    if config is not None and config.storage.cache.blobdescriptor == "redis":
+        from .redis_catalog import RedisCatalog  # redis-py: only when used.
+
+        return RedisCatalog.for_driver(driver, config)
     inner: object = driver
     while not isinstance(inner, FilesystemDriver) and hasattr(inner, "inner"):
         inner = inner.inner

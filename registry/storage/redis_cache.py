@@ -47,6 +47,9 @@ only, so "stale" means a deleted blob or link still found, never one hidden):
 driver asks the storage, logs one warning for the outage (not one per request), and
 tries Redis again after ``backoff`` seconds, one caller at a time, on the first
 of ``redis.addrs`` that answers. The registry keeps working, slower.
+
+That handling is :class:`RedisConnection`'s, one per process, which the catalog in
+Redis (``redis_catalog.py``) shares with this cache: one pool, one warning per outage.
 """
 
 from __future__ import annotations
@@ -59,9 +62,9 @@ import os
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
@@ -96,7 +99,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
-_FAILURES = (RedisError, OSError, TimeoutError)
+FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def namespace_for(identity: str) -> str:
@@ -136,14 +139,46 @@ def _token() -> str:
     return secrets.token_hex(6)
 
 
-class RedisStatCache:
-    """A :class:`~registry.storage.driver.cached.StatCache` in Redis; never raises for
-    Redis's troubles (see the module's docstring)."""
+class ConnectionOptions(TypedDict, total=False):
+    """How to reach Redis, beside its addresses (see :class:`RedisConnection`)."""
+
+    password: str | None
+    username: str | None
+    db: int
+    dial_timeout: float
+    timeout: float
+    max_connections: int
+    tls: RedisTLS | None
+    backoff: float
+
+
+def options_of(config: RedisConfig) -> ConnectionOptions:
+    """The ``redis`` section's settings, as :class:`RedisConnection` takes them."""
+    return {
+        "password": config.password.reveal() if config.password is not None else None,
+        "username": config.username,
+        "db": config.db,
+        "dial_timeout": config.dialtimeout,
+        "timeout": max(config.readtimeout, config.writetimeout),
+        "max_connections": config.pool.maxactive,
+        "tls": config.tls,
+    }
+
+
+#: Work a user of the connection must do on a client before anyone uses it: what it
+#: could not write while Redis was away.
+OnConnect = Callable[[Redis], Awaitable[None]]
+
+
+class RedisConnection:
+    """One process's way to Redis, shared by the stat cache and the catalog: a client of
+    the first of ``addrs`` that answers, short timeouts, and after a failure ``backoff``
+    seconds in which :meth:`client` answers None (one caller then tries again), with one
+    warning per outage. Never raises for Redis's troubles: its users fall back to storage."""
 
     def __init__(
         self,
         addrs: Sequence[str],
-        namespace: str,
         *,
         password: str | None = None,
         username: str | None = None,
@@ -152,16 +187,12 @@ class RedisStatCache:
         timeout: float = 0.5,
         max_connections: int = 0,
         tls: RedisTLS | None = None,
-        ttl: float = TTL,
         backoff: float = BACKOFF,
     ) -> None:
         if not addrs:
             raise ValueError("no Redis address")
         self.addrs = tuple(addrs)
-        self.namespace = namespace
-        self.ttl = ttl
         self.backoff = backoff
-        self._ttl_ms = max(1, round(ttl * 1000))
         self._options: dict[str, Any] = {
             "db": db,
             "username": username,
@@ -185,31 +216,138 @@ class RedisStatCache:
                 )
         self._max_connections = max_connections
         #: A guard over the socket timeouts (a connection, a command, one retry).
-        self._deadline = dial_timeout + 2 * timeout
+        self.deadline = dial_timeout + 2 * timeout
+        #: The address in use (or last used).
+        self.addr = ""
         self._client: Redis | None = None
-        self._addr = ""
-        self._script: AsyncScript | None = None
+        self._on_connect: list[OnConnect] = []
         self._retry_at = 0.0
         self._probing = False
         self._warned = False
         self._closed = False
+
+    @classmethod
+    def from_config(cls, config: RedisConfig) -> RedisConnection:
+        """The connection the ``redis`` section describes."""
+        return cls(config.addrs, **options_of(config))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def on_connect(self, work: OnConnect) -> None:
+        """Run ``work`` on each new client before it is handed out; if it fails, the
+        client is dropped as if Redis had failed."""
+        self._on_connect.append(work)
+
+    async def client(self) -> Redis | None:
+        """The client to use now; None: answer from storage (Redis down, or being retried
+        by another caller, or this connection closed)."""
+        if self._client is not None:
+            return self._client
+        if self._closed or self._probing or time.monotonic() < self._retry_at:
+            return None
+        self._probing = True
+        client = None
+        try:
+            client = await self._connect()
+            for work in self._on_connect:
+                await work(client)
+        except FAILURES as error:
+            if client is not None:
+                await self._discard(client)
+            await self.failed(error, None)
+            return None
+        finally:
+            self._probing = False
+        self._client = client
+        if self._warned:
+            self._warned = False
+            log.info("redis cache: %s answers again; it is used again", self.addr)
+        return client
+
+    async def failed(self, error: BaseException, client: Redis | None) -> None:
+        """``client`` failed: leave Redis alone for ``backoff`` seconds; one warning per
+        outage."""
+        if client is not None and client is not self._client:
+            return  # A late failure of a client already dropped.
+        self._retry_at = time.monotonic() + self.backoff
+        if not self._warned:
+            self._warned = True
+            where = self.addr if client is not None else ", ".join(self.addrs)
+            log.warning(
+                "redis cache: %s: %s; the registry reads storage instead (slower), Redis "
+                "is tried again every %g s",
+                where,
+                _describe(error),
+                self.backoff,
+            )
+        if client is not None:
+            self._client = None
+            await self._discard(client)
+
+    async def close(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await self._discard(client)
+
+    async def _connect(self) -> Redis:
+        """A client of the first address that answers a PING."""
+        failure: BaseException | None = None
+        for addr in self.addrs:
+            host, port = _host_port(addr)
+            pool_class = BlockingConnectionPool if self._max_connections else ConnectionPool
+            limits: dict[str, Any] = (
+                {"max_connections": self._max_connections, "timeout": self.deadline}
+                if self._max_connections
+                else {}
+            )
+            pool = pool_class(host=host, port=port, **limits, **self._options)
+            client = Redis.from_pool(pool)
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await client.ping()
+            except FAILURES as error:
+                failure = error
+                await self._discard(client)
+                continue
+            self.addr = addr
+            return client
+        assert failure is not None
+        raise failure
+
+    async def _discard(self, client: Redis) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.deadline):
+                await client.aclose()
+
+
+class RedisStatCache:
+    """A :class:`~registry.storage.driver.cached.StatCache` in Redis; never raises for
+    Redis's troubles (see the module's docstring). Its :attr:`connection` may serve the
+    catalog too (``redis_catalog.py``)."""
+
+    def __init__(
+        self,
+        addrs: Sequence[str],
+        namespace: str,
+        *,
+        ttl: float = TTL,
+        **options: Unpack[ConnectionOptions],
+    ) -> None:
+        self.connection = RedisConnection(addrs, **options)
+        self.connection.on_connect(self._replay)
+        self.namespace = namespace
+        self.ttl = ttl
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self._script: AsyncScript | None = None
         self._pending: list[tuple[str, str, int]] = []
 
     @classmethod
-    def from_config(cls, config: RedisConfig, namespace: str, **options: Any) -> RedisStatCache:
+    def from_config(cls, config: RedisConfig, namespace: str) -> RedisStatCache:
         """The cache the ``redis`` section describes."""
-        return cls(
-            config.addrs,
-            namespace,
-            password=config.password.reveal() if config.password is not None else None,
-            username=config.username,
-            db=config.db,
-            dial_timeout=config.dialtimeout,
-            timeout=max(config.readtimeout, config.writetimeout),
-            max_connections=config.pool.maxactive,
-            tls=config.tls,
-            **options,
-        )
+        return cls(config.addrs, namespace, **options_of(config))
 
     # --- keys and values ---
 
@@ -238,14 +376,14 @@ class RedisStatCache:
     # --- the StatCache protocol ---
 
     async def get(self, path: str) -> FileInfo | Miss:
-        client = await self._connected()
+        client = await self.connection.client()
         if client is None:
             return Miss(path)
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self.connection.deadline):
                 values = await client.mget([self._entry(path), *self._generations(path)])
-        except _FAILURES as error:
-            await self._down(error, client)
+        except FAILURES as error:
+            await self.connection.failed(error, client)
             return Miss(path)
         raw, *generations = (
             value.decode() if isinstance(value, bytes) else (value or "") for value in values
@@ -258,17 +396,19 @@ class RedisStatCache:
         if not isinstance(miss.seen, tuple):
             return  # The lookup did not reach Redis: nothing to compare with.
         seen, generations = miss.seen
-        client = await self._connected()
-        if client is None or self._script is None:
+        client = await self.connection.client()
+        if client is None:
             return
+        if self._script is None:
+            self._script = client.register_script(_FILL)
         value = f"{info.size} {info.modified!r} {generations}"
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self.connection.deadline):
                 await self._script(
                     keys=[self._entry(miss.path)], args=[seen, value, self._ttl_ms], client=client
                 )
-        except _FAILURES as error:
-            await self._down(error, client)
+        except FAILURES as error:
+            await self.connection.failed(error, client)
 
     async def delete(self, path: str) -> None:
         scope = scope_of(path)
@@ -280,117 +420,42 @@ class RedisStatCache:
             operation = (f"{self.namespace}:g:{scope.names}", _token(), 2 * self._ttl_ms)
         else:
             operation = (f"{self.namespace}:g", _token(), 2 * self._ttl_ms)
-        client = await self._connected()
+        client = await self.connection.client()
         if client is None:
             self._remember(operation)
             return
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self.connection.deadline):
                 await client.set(operation[0], operation[1], px=operation[2])
-        except _FAILURES as error:
+        except FAILURES as error:
             self._remember(operation)
-            await self._down(error, client)
+            await self.connection.failed(error, client)
 
     async def close(self) -> None:
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await self._discard(client)
+        await self.connection.close()
 
-    # --- reaching Redis ---
-
-    async def _connected(self) -> Redis | None:
-        """The client to use now; None: answer from storage (Redis down, or being retried
-        by another caller, or this cache closed)."""
-        if self._client is not None:
-            return self._client
-        if self._closed or self._probing or time.monotonic() < self._retry_at:
-            return None
-        self._probing = True
-        client = None
-        try:
-            client = await self._connect()
-            await self._replay(client)
-        except _FAILURES as error:
-            if client is not None:
-                await self._discard(client)
-            await self._down(error, None)
-            return None
-        finally:
-            self._probing = False
-        self._client = client
-        if self._warned:
-            self._warned = False
-            log.info("redis cache: %s answers again; stat answers are cached again", self._addr)
-        return client
-
-    async def _connect(self) -> Redis:
-        """A client of the first address that answers a PING."""
-        failure: BaseException | None = None
-        for addr in self.addrs:
-            host, port = _host_port(addr)
-            pool_class = BlockingConnectionPool if self._max_connections else ConnectionPool
-            limits: dict[str, Any] = (
-                {"max_connections": self._max_connections, "timeout": self._deadline}
-                if self._max_connections
-                else {}
-            )
-            pool = pool_class(host=host, port=port, **limits, **self._options)
-            client = Redis.from_pool(pool)
-            try:
-                async with asyncio.timeout(self._deadline):
-                    await client.ping()
-            except _FAILURES as error:
-                failure = error
-                await self._discard(client)
-                continue
-            self._addr = addr
-            self._script = client.register_script(_FILL)
-            return client
-        assert failure is not None
-        raise failure
+    # --- while Redis is away ---
 
     async def _replay(self, client: Redis) -> None:
         """Invalidations made while Redis was out of reach, oldest first."""
         while self._pending:
             batch = self._pending[:1000]
-            async with asyncio.timeout(self._deadline), client.pipeline(transaction=False) as pipe:
+            async with (
+                asyncio.timeout(self.connection.deadline),
+                client.pipeline(transaction=False) as pipe,
+            ):
                 for key, value, ttl_ms in batch:
                     pipe.set(key, value, px=ttl_ms)
                 await pipe.execute()
             del self._pending[: len(batch)]
 
     def _remember(self, operation: tuple[str, str, int]) -> None:
-        if self._closed:
+        if self.connection.closed:
             return
         self._pending.append(operation)
         if len(self._pending) > MAX_PENDING:
             # Too many to replay one by one: forget everything this storage has cached.
             self._pending = [(f"{self.namespace}:g", _token(), 2 * self._ttl_ms)]
-
-    async def _down(self, error: BaseException, client: Redis | None) -> None:
-        """Leave Redis alone for ``backoff`` seconds; one warning per outage."""
-        if client is not None and client is not self._client:
-            return  # A late failure of a client already dropped.
-        self._retry_at = time.monotonic() + self.backoff
-        if not self._warned:
-            self._warned = True
-            where = self._addr if client is not None else ", ".join(self.addrs)
-            log.warning(
-                "redis cache: %s: %s; stat answers come from storage, Redis is tried "
-                "again every %g s",
-                where,
-                _describe(error),
-                self.backoff,
-            )
-        if client is not None:
-            self._client = None
-            await self._discard(client)
-
-    async def _discard(self, client: Redis) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._deadline):
-                await client.aclose()
 
 
 def _describe(error: BaseException) -> str:

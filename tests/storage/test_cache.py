@@ -486,7 +486,7 @@ async def test_the_first_address_that_answers_is_used(
     path = await put_blob(instance.driver, BLOB)
     assert await instance.exists(path) and await instance.exists(path)
     assert instance.stats == 1
-    assert cache._addr == redis_server.addr
+    assert cache.connection.addr == redis_server.addr
     await instance.driver.close()
 
 
