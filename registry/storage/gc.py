@@ -438,6 +438,9 @@ class GarbageCollector:
             return False
         # A manifest's own data has no layer link: its revisions are where it is held.
         holders = {name for name, repo in scan.repositories.items() if digest in repo.revisions}
+        # Once hidden, the links are gone from where the loop below looks: the scan still
+        # knows where they were, and a manifest stored there since may name the blob.
+        holders.update(self._links_to(scan, digest))
         for name in names:
             link = await self._scanner.stat(paths.layer_link(name, digest))
             if link is None:

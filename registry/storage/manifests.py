@@ -8,7 +8,9 @@ request (one small file), so every worker sees a tag move at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from ..reference import Digest, is_digest
 from . import paths
 from .blobs import BlobStore, LinkedBlobs, exists, link_content, read_link
 from .driver import PathNotFoundError
+from .gc import RECHECK as COLLECTOR_RECHECK
 
 if TYPE_CHECKING:
     from .catalog_index import Catalog
@@ -123,9 +126,18 @@ class Manifests:
     # Writing
 
     async def put(
-        self, reference: str, data: bytes, content_type: str | None
+        self,
+        reference: str,
+        data: bytes,
+        content_type: str | None,
+        *,
+        verify_references: bool = True,
     ) -> tuple[Digest, Manifest]:
-        """Validate and store a manifest; tag it when the reference is a tag."""
+        """Validate and store a manifest; tag it when the reference is a tag.
+
+        ``verify_references=False`` stores a manifest whose blobs are not here yet: a
+        pull-through cache fetches them when a client asks (registry:2's
+        ``SkipLayerVerification``)."""
         if len(data) > MAX_MANIFEST_SIZE:
             raise ManifestInvalidError(f"manifest is larger than {MAX_MANIFEST_SIZE} bytes")
         if is_digest(reference):
@@ -139,7 +151,8 @@ class Manifests:
             manifest = parse_manifest(data, content_type)
         except ManifestError as error:
             raise ManifestInvalidError(str(error)) from None
-        await self._check_references(manifest)
+        if verify_references:
+            await self._check_references(manifest)
         await self.blobs.put(digest, data)
         self.cache.put(StoredManifest(digest, data, manifest.media_type))
         await self.driver.put_content(paths.revision_link(self.name, digest), link_content(digest))
@@ -150,9 +163,30 @@ class Manifests:
                 paths.referrer_link(self.name, manifest.subject.digest, digest),
                 link_content(digest),
             )
+        if verify_references:
+            await self._still_referenced(manifest)
         if not is_digest(reference):
             await self.tag(reference, digest)
         return digest, manifest
+
+    async def _still_referenced(self, manifest: Manifest) -> None:
+        """Check the references again, now that the revision link is written.
+
+        An online collection may hide a blob between the first check and that write.
+        It reads the revision links right after hiding and puts back at once what
+        they name; one it hid before this link was written comes back at its next
+        look, within its recheck delay: wait for that, so a manifest is not answered
+        (and then pulled) while a blob it names is hidden. What stays is a window of a
+        few file operations, between a hiding after this check and the put-back."""
+        deadline = time.monotonic() + COLLECTOR_RECHECK + 1.0
+        while True:
+            try:
+                await self._check_references(manifest)
+                return
+            except ManifestBlobUnknownError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     async def _check_references(self, manifest: Manifest) -> None:
         for blob in manifest.blobs:

@@ -432,6 +432,27 @@ async def test_a_manifest_pushed_again_as_it_is_hidden_is_put_back_at_once(
     assert await files(store.driver, GC_ROOT) <= {GC_ROOT}
 
 
+async def test_a_manifest_stored_as_its_layer_is_hidden_brings_it_back_at_once(
+    store: Store,
+) -> None:
+    """The manifest's PUT checked its layers (HEAD 200 to the client, then the PUT's
+    own checks) before the collector hid them, and was answered: the look right after
+    hiding must find it, though the layers' links it would look in are hidden too."""
+    a = store.repository("a")
+    await push_blob(a, b"{}")
+    await push_blob(a, b"old orphan layer, named as it is hidden")
+    age(store.driver, 2 * HOUR)
+    manifest = image_manifest(b"{}", [b"old orphan layer, named as it is hidden"])
+
+    async def stored() -> None:
+        await a.manifests.put("v1", manifest, OCI_MANIFEST)
+
+    result = await late(store, stored, Clock()).collect()
+    assert result.blobs_deleted == 0 and result.pending == 0 and result.restored == 0
+    await pull(a, "v1")
+    assert await files(store.driver, GC_ROOT) <= {GC_ROOT}
+
+
 async def test_a_manifest_stored_between_scan_and_hiding_keeps_its_blobs(store: Store) -> None:
     """A client found old, unreferenced layers (HEAD 200) and pushes its manifest while the
     collector reads the tree: nothing it names is hidden, not even for a moment."""

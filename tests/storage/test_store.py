@@ -127,6 +127,54 @@ async def test_a_mount_whose_blob_is_hidden_before_it_links_asks_for_an_upload(
     await store.driver.delete("/suite")
 
 
+def hide_layer_as_revision_is_written(store: Store, link: str, back_after: float | None) -> None:
+    """The collector's race: the layer's link is hidden after the PUT checked it and
+    before the revision link is written; put back ``back_after`` seconds later (its
+    next look), or never."""
+    put_content = store.driver.put_content
+
+    async def hiding(path: str, content: bytes) -> None:
+        if "/_manifests/revisions/" in path:
+            await store.driver.move(link, "/suite/hidden/link")
+            if back_after is not None:
+
+                async def put_back() -> None:
+                    await asyncio.sleep(back_after)
+                    await store.driver.move("/suite/hidden/link", link)
+
+                tasks.add(asyncio.create_task(put_back()))
+        await put_content(path, content)
+
+    tasks: set[asyncio.Task[None]] = set()
+    store.driver.put_content = hiding  # type: ignore[method-assign]
+
+
+async def test_a_manifest_is_answered_only_once_a_layer_hidden_under_it_is_back(
+    store: Store,
+) -> None:
+    repo = store.repository("team/app")
+    config, layer = b"{}", b"a layer the collector hides for a moment"
+    await push_blob(repo, config)
+    digest = await push_blob(repo, layer)
+    hide_layer_as_revision_is_written(store, paths.layer_link("team/app", digest), 0.3)
+    await repo.manifests.put("v1", image_manifest(config, [layer]), OCI_MANIFEST)
+    # A pull right after the answer finds every blob.
+    assert (await repo.blobs.stat(digest)).size == len(layer)
+
+
+async def test_a_manifest_whose_layer_stays_hidden_is_refused(store: Store) -> None:
+    repo = store.repository("team/app")
+    config, layer = b"{}", b"a layer the collector takes for good"
+    await push_blob(repo, config)
+    digest = await push_blob(repo, layer)
+    hide_layer_as_revision_is_written(store, paths.layer_link("team/app", digest), None)
+    with pytest.raises(ManifestBlobUnknownError):
+        await repo.manifests.put("v1", image_manifest(config, [layer]), OCI_MANIFEST)
+    # Not tagged: the client pushes the layer again, then the manifest.
+    with pytest.raises(ManifestUnknownError):
+        await repo.manifests.get("v1")
+
+
 async def test_mount_needs_the_blob_in_the_source(store: Store) -> None:
     a, b, c = store.repository("a"), store.repository("b"), store.repository("c")
     digest = await push_blob(a, b"only in a")
