@@ -100,8 +100,13 @@ def create_app(
     store = Store(with_cache(base, config), config)
     access = build_access_control(config)
     notifier = Notifier(config) if config.notifications.enabled else None
+    proxy = None
+    if config.proxy.enabled:
+        from .proxy import PullThrough  # httpx: only where a proxy is configured.
+
+        proxy = PullThrough(config.proxy)
     app.extensions[EXTENSION] = Services(
-        config=config, store=store, access=access, notifier=notifier
+        config=config, store=store, access=access, notifier=notifier, proxy=proxy
     )
     background = Background(notifier)
     app.extensions[BACKGROUND_EXTENSION] = background
@@ -146,6 +151,8 @@ def create_app(
         await background.stop()  # Before the store closes.
         if notifier is not None:
             await notifier.stop()
+        if proxy is not None:
+            await proxy.close()
         await store.close()
 
     return app
@@ -210,6 +217,21 @@ def create_asgi_apps(
     inner: ASGIFramework = NativeReads(
         app, services.store, match, config.http.prefix, guarded=access is not None, config=config
     )
+    if services.proxy is not None:
+        from .proxy import PullThroughApp
+
+        if recorder is not None:
+            services.proxy.report_to(recorder.observe_proxy)
+
+        inner = PullThroughApp(
+            inner,
+            services.proxy,
+            services.store,
+            match,
+            prefix=config.http.prefix,
+            guarded=access is not None,
+            config=config,
+        )
     if services.notifier is not None:
         inner = NotifyingApp(inner, services.notifier)
     if access is not None:

@@ -438,6 +438,37 @@ class NotificationsConfig:
         return any(not endpoint.disabled for endpoint in self.endpoints)
 
 
+#: How long a tag pulled through is trusted before the upstream is asked again: 0, as
+#: registry:2 (which asks on every pull of a tag).
+PROXY_TTL = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyUpstream:
+    """A registry repositories are pulled through from: registry:2's ``proxy`` section
+    (``prefix`` empty: every repository), or one entry of ``proxy.upstreams``."""
+
+    remoteurl: str
+    prefix: str = ""
+    """Repository names under this prefix come from this upstream, the prefix taken off."""
+    username: str | None = None
+    password: Secret | None = None
+    ttl: float = PROXY_TTL
+    """Seconds a tag is served from storage before the upstream is asked (HEAD) again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The pull-through cache: repositories that match an upstream are read through it
+    and refuse pushes; the others are this registry's own."""
+
+    upstreams: tuple[ProxyUpstream, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.upstreams)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     version: str = "0.1"
@@ -451,6 +482,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     warnings: tuple[str, ...] = ()
     """What the loader warned about, kept for ``registry check-config``."""
 
@@ -1010,6 +1042,70 @@ def _non_negative(key: str, value: object) -> int:
     raise ConfigError(f"{key}: expected a whole number (0 or more), got {value!r}")
 
 
+_PROXY_URL_RE = re.compile(r"https?://[^/\s?#@]+(/[^\s?#]*)?")
+_NAME_PREFIX_RE = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+_UPSTREAM_KEYS = ("prefix", "remoteurl", "username", "password", "ttl")
+
+
+def _remote_url(key: str, value: object) -> str:
+    """An upstream registry's URL, without credentials (those go in username/password)."""
+    text = _required_string(key, value)
+    if "@" in text.split("//", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(f"{key}: put credentials in username and password, not in the URL")
+    if not _PROXY_URL_RE.fullmatch(text):
+        raise ConfigError(
+            f"{key}: expected an http(s) URL such as https://registry-1.docker.io, got {value!r}"
+        )
+    return text.rstrip("/")
+
+
+def _proxy_ttl(key: str, value: object) -> float:
+    seconds = _go_duration(key, value)
+    if seconds < 0:
+        raise ConfigError(f"{key}: must not be negative, got {value!r}")
+    return seconds
+
+
+def _name_prefix(key: str, value: object) -> str:
+    """Leading components of repository names (``docker.io``, ``ghcr.io/team``)."""
+    text = _required_string(key, value).strip("/")
+    if len(text) > 200 or not _NAME_PREFIX_RE.fullmatch(text):
+        raise ConfigError(
+            f"{key}: {value!r} is not a repository name prefix (lower-case components "
+            "separated by '/', such as docker.io or ghcr.io/team)"
+        )
+    return text
+
+
+def _credentials(where: str, username: str | None, password: Secret | None) -> None:
+    if (username is None) != (password is None):
+        missing = "password" if password is None else "username"
+        raise ConfigError(
+            f"{where}.{missing}: required with {where}."
+            f"{'username' if missing == 'password' else 'password'}"
+        )
+
+
+def _upstreams(key: str, value: object) -> tuple[ProxyUpstream, ...]:
+    upstreams: list[ProxyUpstream] = []
+    for index, entry in enumerate(_entries(key, value, _UPSTREAM_KEYS, "upstreams")):
+        where = f"{key}[{index}]"
+        upstream = ProxyUpstream(
+            prefix=_name_prefix(f"{where}.prefix", _required(entry, where, "prefix")),
+            remoteurl=_remote_url(f"{where}.remoteurl", _required(entry, where, "remoteurl")),
+            username=_optional(entry, where, "username", _required_string),
+            password=_optional(entry, where, "password", _secret),
+            ttl=_optional(entry, where, "ttl", _proxy_ttl) or PROXY_TTL,
+        )
+        _credentials(where, upstream.username, upstream.password)
+        if any(other.prefix == upstream.prefix for other in upstreams):
+            raise ConfigError(f"{where}.prefix: {upstream.prefix!r} names another upstream too")
+        upstreams.append(upstream)
+    return tuple(upstreams)
+
+
 Parser = Callable[[str, object], Any]
 
 #: Keys this registry reads, with their parser.
@@ -1127,6 +1223,12 @@ SUPPORTED: dict[str, Parser] = {
     "notifications.queue.directory": _required_string,
     "notifications.queue.fsync": _bool,
     "notifications.queue.maxsize": _byte_size,
+    "proxy": _section,
+    "proxy.remoteurl": _remote_url,
+    "proxy.username": _required_string,
+    "proxy.password": _secret,
+    "proxy.ttl": _proxy_ttl,
+    "proxy.upstreams": _upstreams,
     "health": _section,
     "health.storagedriver": _section,
     "health.storagedriver.enabled": _bool,
@@ -1152,7 +1254,7 @@ KNOWN_UNSUPPORTED: tuple[str, ...] = (
     "reporting",
     "http.tls.letsencrypt",
     "http.h2c",
-    "proxy",
+    "proxy.exec",
     "compatibility",
     "validation",
     "policy",
@@ -1537,6 +1639,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
             tcp=get("health.tcp", ()),
         ),
         redis=redis,
+        proxy=_build_proxy(values),
         warnings=warnings,
     )
 
@@ -1597,6 +1700,29 @@ def _build_redis(
             "redis: unused; only storage.cache.blobdescriptor: redis uses it (no connection made)"
         )
     return redis
+
+
+def _build_proxy(values: Mapping[str, Any]) -> ProxyConfig:
+    """registry:2's ``proxy`` (every repository, when ``remoteurl`` is set) and
+    ``proxy.upstreams`` (repositories by name prefix): one list, longest prefix first."""
+    get = values.get
+    upstreams = list(get("proxy.upstreams", ()))
+    single = ("username", "password", "ttl")
+    if "proxy.remoteurl" in values:
+        upstream = ProxyUpstream(
+            remoteurl=values["proxy.remoteurl"],
+            username=get("proxy.username"),
+            password=get("proxy.password"),
+            ttl=get("proxy.ttl", PROXY_TTL),
+        )
+        _credentials("proxy", upstream.username, upstream.password)
+        upstreams.append(upstream)
+    else:
+        for name in single:
+            if f"proxy.{name}" in values:
+                raise ConfigError(f"proxy.{name}: needs proxy.remoteurl")
+    upstreams.sort(key=lambda upstream: -len(upstream.prefix))
+    return ProxyConfig(upstreams=tuple(upstreams))
 
 
 def _require(values: Mapping[str, Any], section: str, *names: str) -> list[Any]:

@@ -53,6 +53,13 @@ PUSHES = {"blob_upload": "blob", "blob_upload_chunk": "blob", "manifest": "manif
 #: Responses whose body is content being pulled, by handler.
 PULLS = {"blob": "blob", "manifest": "manifest"}
 BODY_METHODS = frozenset({"PUT", "PATCH", "POST"})
+#: A pull-through cache's counters (distribution 3's names), each by ``type``: blob, manifest.
+PROXY_COUNTERS = {
+    "requests": "The number of total incoming proxy request received",
+    "hits": "The number of total proxy request hits",
+    "misses": "The number of total proxy request misses",
+    "pulled_bytes": "The size of total bytes pulled from the upstream",
+}
 
 
 def route_name(rest: str) -> str | None:
@@ -168,6 +175,11 @@ class Recorder:
             ("type",),
             registry=None,
         )
+        # distribution 3's pull-through cache counters (registry:2 2.8 has none), by type.
+        self.proxy_families = {
+            name: Counter(f"registry_proxy_{name}_total", text, ("type",), registry=None)
+            for name, text in PROXY_COUNTERS.items()
+        }
         self.uploads_family = Gauge(
             "registry_blob_uploads_in_flight",
             "Blob upload requests (POST, PATCH or PUT with data) being received now.",
@@ -181,6 +193,7 @@ class Recorder:
         self.flushed_running: dict[str, int] = {}
         self.pushed: dict[str, int] = {}
         self.pulled: dict[str, int] = {}
+        self.proxy: dict[tuple[str, str], int] = {}
         self.uploading = 0
         self.flushed_uploading = -1
 
@@ -207,6 +220,12 @@ class Recorder:
             entry = self.storage[action] = [0.0] * (_STORAGE_SUM + 1)
         entry[bisect_left(STORAGE_BUCKETS, seconds)] += 1
         entry[_STORAGE_SUM] += seconds
+
+    def observe_proxy(self, name: str, kind: str, amount: int = 1) -> None:
+        """A pull-through cache's request, hit, miss (``name``) or bytes pulled from upstream
+        (``pulled_bytes``), of a ``blob`` or ``manifest`` (``kind``)."""
+        key = (name, kind)
+        self.proxy[key] = self.proxy.get(key, 0) + amount
 
     # --- moving the sums into prometheus-client's values ---
 
@@ -245,6 +264,9 @@ class Recorder:
                 if amount:
                     family.labels(kind).inc(amount)
             amounts.clear()
+        proxy, self.proxy = self.proxy, {}
+        for (name, kind), amount in proxy.items():
+            self.proxy_families[name].labels(kind).inc(amount)
 
 
 def _merge(
@@ -414,4 +436,5 @@ def families() -> Iterable[str]:
         "registry_gc_manifests_deleted_total",
         "registry_gc_bytes_deleted_total",
         "registry_gc_last_run_timestamp_seconds",
+        *(f"registry_proxy_{name}_total" for name in PROXY_COUNTERS),
     )

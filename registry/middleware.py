@@ -34,6 +34,9 @@ ASGIApp = Any
 
 access_log = logging.getLogger("registry.access")
 
+#: Where a pull-through cache leaves what it did for a request (hit, miss, stale).
+CACHE_SCOPE_KEY = "registry.cache"
+
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 CONNECTION_CLOSE = (b"connection", b"close")
 
@@ -191,8 +194,14 @@ class RegistryMiddleware:
                 path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
                 user = user_of(scope)
                 duration = time.perf_counter() - started
+                fields = _access_fields(
+                    scope["method"], scope["headers"], client, user, path, status, sent, duration
+                )
+                cache = scope.get(CACHE_SCOPE_KEY)  # What a pull-through cache did.
+                if cache is not None:
+                    fields["registry.cache"] = cache
                 access_log.info(
-                    '%s %s "%s %s HTTP/%s" %d %d %.1fms',
+                    '%s %s "%s %s HTTP/%s" %d %d %.1fms%s',
                     client[0] if client else "-",
                     user or "-",
                     scope["method"],
@@ -201,16 +210,6 @@ class RegistryMiddleware:
                     status,
                     sent,
                     duration * 1000,
-                    extra={
-                        LOG_FIELDS: _access_fields(
-                            scope["method"],
-                            scope["headers"],
-                            client,
-                            user,
-                            path,
-                            status,
-                            sent,
-                            duration,
-                        )
-                    },
+                    f" cache={cache}" if cache is not None else "",
+                    extra={LOG_FIELDS: fields},
                 )

@@ -13,6 +13,7 @@ from ..storage import Store
 
 if TYPE_CHECKING:
     from ..notifications import Notifier
+    from ..proxy import PullThrough
 
 EXTENSION = "registry"
 
@@ -25,6 +26,8 @@ class Services:
     """Access control, when ``auth`` is configured."""
     notifier: Notifier | None = None
     """Notifications, when an endpoint is configured."""
+    proxy: PullThrough | None = None
+    """The pull-through cache, when ``proxy`` is configured."""
 
 
 def services() -> Services:

@@ -176,6 +176,15 @@ async def dispatch(rest: str = "") -> Response:
     if config.auth.enabled and grant_of(request.scope) is None:
         # Access control is on but the guard did not run: refuse rather than serve.
         raise RegistryError(ErrorCode.UNAUTHORIZED)
+    proxy = services().proxy
+    if method in WRITE_METHODS and proxy is not None and "name" in arguments:
+        target = proxy.target(arguments["name"])
+        if target is not None:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f"this repository is pulled through from {target.upstream.remoteurl}: "
+                "pushes and deletes are not accepted",
+            )
     if method in WRITE_METHODS and config.storage.readonly:
         raise RegistryError(
             ErrorCode.UNSUPPORTED,
