@@ -139,7 +139,8 @@ def parse_insecure_entry(text: str) -> str:
 
 
 def parse_mirror_url(text: str) -> str:
-    """Validate a ``registry-mirrors`` URL the way dockerd does (http or https, no query)."""
+    """Validate a ``registry-mirrors`` URL the way dockerd does (http or https, no path,
+    no query)."""
     from urllib.parse import urlsplit
 
     value = text.strip()
@@ -152,6 +153,13 @@ def parse_mirror_url(text: str) -> str:
         raise UsageError(f"{text!r}: a mirror is an http:// or https:// URL")
     if parts.username is not None or parts.query or parts.fragment:
         raise UsageError(f"{text!r}: a mirror URL has no user, query or fragment")
+    if parts.path not in ("", "/"):
+        # dockerd refuses the whole daemon.json for it ("invalid mirror: path, query, or
+        # fragment at end of the URI"), and then would not start again.
+        raise UsageError(
+            f"{text!r}: the Docker engine takes a mirror without a path; for a prefix of "
+            "proxy.upstreams use containerd's or podman's mirror settings (docs/mirror.md)"
+        )
     return value
 
 

@@ -272,12 +272,21 @@ def test_mirrors(capsys, daemon_json):
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://m.example", "m.example:5000", "https://u:p@m.example", "https://m.example/?q=1"]
+    "url",
+    [
+        "ftp://m.example",
+        "m.example:5000",
+        "https://u:p@m.example",
+        "https://m.example/?q=1",
+        # dockerd refuses a mirror with a path, and with it the whole daemon.json.
+        "http://127.0.0.1:5999/docker.io",
+    ],
 )
 def test_invalid_mirrors_are_usage_errors(capsys, daemon_json, url):
     code, _, err = run(capsys, "mirror", "add", url, "--daemon-json", str(daemon_json))
     assert code == 2
     assert "mirror" in err
+    assert not daemon_json.exists() or "registry-mirrors" not in daemon_json.read_text()
 
 
 # --------------------------------------------------------------------------- writing
