@@ -34,6 +34,7 @@ from .storage.turns import Turns
 
 if TYPE_CHECKING:
     from .metrics import Recorder
+    from .proxy.expiry import Expiry
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,12 @@ def create_app(
             if collector is not None:
                 background.start(turns.every("gc", gc.interval, collector.run_once))
             background.start(turns.every("catalog", REINDEX_SECONDS, _reindexer(store)))
+            if proxy is not None and not config.storage.readonly:
+                from .proxy.expiry import Expiry
+
+                expiry = Expiry(store, config.proxy.upstreams)
+                if expiry.enabled:
+                    background.start(turns.every("proxy-expiry", expiry.interval, _expirer(expiry)))
         if notifier is not None:
             await notifier.start()
         yield
@@ -175,6 +182,18 @@ def _purger(store: Store, config: Config) -> Callable[[], Awaitable[None]]:
             )
 
     return purge
+
+
+def _expirer(expiry: Expiry) -> Callable[[], Awaitable[None]]:
+    """The pull-through cache's expiry, one pass; its failures logged, never raised."""
+
+    async def expire() -> None:
+        try:
+            await expiry.run()
+        except Exception:
+            log.exception("proxy: expiring cached repositories failed; retrying later")
+
+    return expire
 
 
 def _reindexer(store: Store) -> Callable[[], Awaitable[None]]:

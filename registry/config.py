@@ -441,6 +441,11 @@ class NotificationsConfig:
 #: How long a tag pulled through is trusted before the upstream is asked again: 0, as
 #: registry:2 (which asks on every pull of a tag).
 PROXY_TTL = 0.0
+#: How long a repository pulled through stays cached after its last pull: 7 days, as
+#: registry:2's proxy keeps content (distribution 3's ``proxy.ttl`` default). 0: forever.
+PROXY_EXPIRE = 7 * 24 * 3600.0
+#: The shortest ``expire`` (above 0): a repository is never removed while it is pulled.
+PROXY_EXPIRE_MIN = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +460,8 @@ class ProxyUpstream:
     password: Secret | None = None
     ttl: float = PROXY_TTL
     """Seconds a tag is served from storage before the upstream is asked (HEAD) again."""
+    expire: float = PROXY_EXPIRE
+    """Seconds after its last pull a cached repository is removed (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1046,7 +1053,7 @@ _PROXY_URL_RE = re.compile(r"https?://[^/\s?#@]+(/[^\s?#]*)?")
 _NAME_PREFIX_RE = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
-_UPSTREAM_KEYS = ("prefix", "remoteurl", "username", "password", "ttl")
+_UPSTREAM_KEYS = ("prefix", "remoteurl", "username", "password", "ttl", "expire")
 
 
 def _remote_url(key: str, value: object) -> str:
@@ -1065,6 +1072,15 @@ def _proxy_ttl(key: str, value: object) -> float:
     seconds = _go_duration(key, value)
     if seconds < 0:
         raise ConfigError(f"{key}: must not be negative, got {value!r}")
+    return seconds
+
+
+def _proxy_expire(key: str, value: object) -> float:
+    seconds = _go_duration(key, value)
+    if seconds != 0 and seconds < PROXY_EXPIRE_MIN:
+        raise ConfigError(
+            f"{key}: must be 0 (never) or at least {PROXY_EXPIRE_MIN:g}s, got {value!r}"
+        )
     return seconds
 
 
@@ -1092,12 +1108,14 @@ def _upstreams(key: str, value: object) -> tuple[ProxyUpstream, ...]:
     upstreams: list[ProxyUpstream] = []
     for index, entry in enumerate(_entries(key, value, _UPSTREAM_KEYS, "upstreams")):
         where = f"{key}[{index}]"
+        expire = _optional(entry, where, "expire", _proxy_expire)
         upstream = ProxyUpstream(
             prefix=_name_prefix(f"{where}.prefix", _required(entry, where, "prefix")),
             remoteurl=_remote_url(f"{where}.remoteurl", _required(entry, where, "remoteurl")),
             username=_optional(entry, where, "username", _required_string),
             password=_optional(entry, where, "password", _secret),
             ttl=_optional(entry, where, "ttl", _proxy_ttl) or PROXY_TTL,
+            expire=PROXY_EXPIRE if expire is None else expire,
         )
         _credentials(where, upstream.username, upstream.password)
         if any(other.prefix == upstream.prefix for other in upstreams):
@@ -1228,6 +1246,7 @@ SUPPORTED: dict[str, Parser] = {
     "proxy.username": _required_string,
     "proxy.password": _secret,
     "proxy.ttl": _proxy_ttl,
+    "proxy.expire": _proxy_expire,
     "proxy.upstreams": _upstreams,
     "health": _section,
     "health.storagedriver": _section,
@@ -1707,13 +1726,14 @@ def _build_proxy(values: Mapping[str, Any]) -> ProxyConfig:
     ``proxy.upstreams`` (repositories by name prefix): one list, longest prefix first."""
     get = values.get
     upstreams = list(get("proxy.upstreams", ()))
-    single = ("username", "password", "ttl")
+    single = ("username", "password", "ttl", "expire")
     if "proxy.remoteurl" in values:
         upstream = ProxyUpstream(
             remoteurl=values["proxy.remoteurl"],
             username=get("proxy.username"),
             password=get("proxy.password"),
             ttl=get("proxy.ttl", PROXY_TTL),
+            expire=get("proxy.expire", PROXY_EXPIRE),
         )
         _credentials("proxy", upstream.username, upstream.password)
         upstreams.append(upstream)

@@ -36,6 +36,7 @@ from .blobs import BrokenTransferError, Transfer
 from .cache import PullThrough
 from .client import UpstreamClient
 from .errors import UpstreamError, UpstreamNotFoundError, client_error
+from .expiry import PullStamps
 from .manifests import HIT, MISS, STALE, pull_manifest, pull_platform_child
 from .routing import Target
 
@@ -89,6 +90,7 @@ class PullThroughApp:
         self.start = f"{prefix}/v2/"
         self.guarded = guarded
         self.config = config or Config()
+        self.stamps = PullStamps(store.driver)
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -190,6 +192,7 @@ class PullThroughApp:
             _log_failure(f"{repo.name}:{reference}", error)
             raise client_error(error, ErrorCode.MANIFEST_UNKNOWN) from None
         self._mark(scope, outcome, "manifest")
+        await self.stamps.pulled(repo.name, target.upstream.expire)
         return False
 
     async def _blob(

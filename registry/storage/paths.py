@@ -11,6 +11,8 @@
         _uploads/<id>/startedat                          RFC 3339 start time
         _referrers/<algorithm>/<subject hex>/<algorithm>/<hex>/link
                                                          manifest whose subject is that digest
+      _proxy/<name>/_pulled                              when a repository pulled through
+                                                         was last pulled (registry.proxy.expiry)
 
 A link file holds a digest (``sha256:...``) and nothing else. registry:2 reads
 and writes the same tree, and ignores ``_referrers`` (it skips every folder
@@ -24,6 +26,7 @@ from ..reference import Digest
 ROOT = "/docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
+PROXY = f"{ROOT}/_proxy"
 
 
 def blob_data(digest: Digest) -> str:
@@ -90,6 +93,10 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{REPOSITORIES}/{name}/_uploads/{upload_id}/startedat"
 
 
+def all_referrers(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_referrers"
+
+
 def referrers(name: str, subject: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}"
 
@@ -99,3 +106,9 @@ def referrer_link(name: str, subject: Digest, digest: Digest) -> str:
         f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}/"
         f"{digest.algorithm}/{digest.hex}/link"
     )
+
+
+def proxy_pulled(name: str) -> str:
+    """Beside ``repositories/``, where registry:2 never looks; ``_pulled`` cannot clash
+    with a deeper repository's folder (name components never start with ``_``)."""
+    return f"{PROXY}/{name}/_pulled"

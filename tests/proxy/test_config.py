@@ -30,6 +30,7 @@ def test_registry2_proxy_section(tmp_path: Path) -> None:
         username="me",
         password=Secret("s3cret"),
         ttl=600.0,
+        expire=7 * 24 * 3600.0,
     )
     assert "s3cret" not in repr(config)
     assert not _load(tmp_path, "").proxy.enabled
@@ -63,6 +64,20 @@ def test_upstreams_by_prefix_longest_first(tmp_path: Path) -> None:
     assert config.proxy.upstreams[0].ttl == 3600.0
 
 
+def test_expire_top_level_per_upstream_and_never(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        "proxy:\n  remoteurl: http://all:5000\n  expire: 24h\n  upstreams:\n"
+        "    - prefix: kept\n      remoteurl: https://kept.example\n      expire: 0\n"
+        "    - prefix: short\n      remoteurl: https://short.example\n      expire: 1m\n"
+        "    - prefix: usual\n      remoteurl: https://usual.example\n",
+    )
+    expires = {upstream.prefix: upstream.expire for upstream in config.proxy.upstreams}
+    assert expires == {"": 86400.0, "kept": 0.0, "short": 60.0, "usual": 604800.0}
+    environ = {"REGISTRY_PROXY_REMOTEURL": "http://up:5000", "REGISTRY_PROXY_EXPIRE": "0"}
+    assert load_config(None, environ=environ).proxy.upstreams[0].expire == 0.0
+
+
 def test_exec_credential_helper_warns(tmp_path: Path) -> None:
     config = _load(tmp_path, "proxy:\n  remoteurl: http://up:5000\n  exec:\n    command: helper\n")
     assert any(warning.startswith("proxy.exec.command:") for warning in config.warnings)
@@ -84,6 +99,15 @@ def test_exec_credential_helper_warns(tmp_path: Path) -> None:
         ("remoteurl: http://up\n  ttl: soon", "proxy.ttl: 'soon' is not a duration"),
         ("remoteurl: http://up\n  ttl: -1", "proxy.ttl: must not be negative"),
         ("remoteurl: http://up\n  remote: x", "proxy.remote: unknown configuration key"),
+        ("expire: 1h", "proxy.expire: needs proxy.remoteurl"),
+        ("remoteurl: http://up\n  expire: weekly", "proxy.expire: 'weekly' is not a duration"),
+        ("remoteurl: http://up\n  expire: -1", "proxy.expire: must be 0 (never) or at least 60s"),
+        ("remoteurl: http://up\n  expire: 30s", "proxy.expire: must be 0 (never) or at least 60s"),
+        ("remoteurl: http://up\n  expire: true", "proxy.expire:"),
+        (
+            "upstreams: [{prefix: x, remoteurl: 'http://up', expire: 1s}]",
+            "proxy.upstreams[0].expire: must be 0 (never) or at least 60s",
+        ),
         ("upstreams: {prefix: x}", "proxy.upstreams.prefix: unknown configuration key"),
         ("upstreams: x", "proxy.upstreams: expected a list of upstreams"),
         ("upstreams: [x]", "proxy.upstreams[0]: expected a map with prefix"),
