@@ -158,13 +158,15 @@ class Manifests:
         await self.driver.put_content(paths.revision_link(self.name, digest), link_content(digest))
         if self.catalog is not None:
             await self.catalog.created(self.name)  # Listed from every worker once answered.
+        if verify_references:
+            # Before the referrer link and the tag: a PUT refused here leaves only an
+            # untagged revision, not a referrer that its subject would keep alive.
+            await self._still_referenced(manifest)
         if manifest.subject is not None:
             await self.driver.put_content(
                 paths.referrer_link(self.name, manifest.subject.digest, digest),
                 link_content(digest),
             )
-        if verify_references:
-            await self._still_referenced(manifest)
         if not is_digest(reference):
             await self.tag(reference, digest)
         return digest, manifest

@@ -164,15 +164,20 @@ async def test_a_manifest_is_answered_only_once_a_layer_hidden_under_it_is_back(
 
 async def test_a_manifest_whose_layer_stays_hidden_is_refused(store: Store) -> None:
     repo = store.repository("team/app")
+    subject, subject_manifest = await push_image(repo, "base")
     config, layer = b"{}", b"a layer the collector takes for good"
     await push_blob(repo, config)
     digest = await push_blob(repo, layer)
     hide_layer_as_revision_is_written(store, paths.layer_link("team/app", digest), None)
     with pytest.raises(ManifestBlobUnknownError):
-        await repo.manifests.put("v1", image_manifest(config, [layer]), OCI_MANIFEST)
-    # Not tagged: the client pushes the layer again, then the manifest.
+        await repo.manifests.put(
+            "v1", image_manifest(config, [layer], subject=subject_manifest), OCI_MANIFEST
+        )
+    # Not tagged, and not a referrer its subject would keep alive: the client pushes
+    # the layer again, then the manifest.
     with pytest.raises(ManifestUnknownError):
         await repo.manifests.get("v1")
+    assert await repo.manifests.referrers(subject, None) == []
 
 
 async def test_mount_needs_the_blob_in_the_source(store: Store) -> None:
