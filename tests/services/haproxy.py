@@ -68,7 +68,6 @@ class Haproxy:
                 "  default_backend instances",
                 "frontend stats",
                 f"  bind 127.0.0.1:{self.stats_port}",
-                "  http-request use-service prometheus-exporter if { path /metrics }",
                 "  stats enable",
                 "  stats uri /stats",
                 "backend instances",
