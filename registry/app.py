@@ -112,6 +112,11 @@ def create_app(
     background = Background(notifier)
     app.extensions[BACKGROUND_EXTENSION] = background
     register_api(app, config.http.prefix)
+    if config.ui.enabled:
+        from .ui import register_ui  # Jinja and the templates: only where the pages are on.
+
+        secret = config.http.secret
+        register_ui(app, app.extensions[EXTENSION], secret.reveal().encode() if secret else None)
     gc = config.storage.gc
     collector = None
     if maintenance and gc.enabled and not config.storage.readonly:

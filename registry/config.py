@@ -220,6 +220,9 @@ class HTTPConfig:
     workers: int = 0
     """Server processes; 0 means one per CPU."""
     debug: DebugConfig = field(default_factory=DebugConfig)
+    secret: Secret | None = None
+    """Signs the web pages' session cookies; without it each start makes one (its workers
+    share it), so sessions end at a restart and differ between instances."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +480,13 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UIConfig:
+    """The web pages (not in registry:2): served under ``{http.prefix}/ui/``."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     version: str = "0.1"
     log: LogConfig = field(default_factory=LogConfig)
@@ -490,6 +500,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     warnings: tuple[str, ...] = ()
     """What the loader warned about, kept for ``registry check-config``."""
 
@@ -1193,7 +1204,7 @@ SUPPORTED: dict[str, Parser] = {
     "http.net": _choice("tcp", "unix"),
     "http.prefix": _prefix,
     "http.host": _host,
-    "http.secret": _secret,  # Accepted for registry:2 configs; nothing here needs it.
+    "http.secret": _secret,  # Signs the web pages' session cookies.
     "http.relativeurls": _bool,
     "http.draintimeout": parse_duration,
     "http.headers": _headers,
@@ -1248,6 +1259,8 @@ SUPPORTED: dict[str, Parser] = {
     "proxy.ttl": _proxy_ttl,
     "proxy.expire": _proxy_expire,
     "proxy.upstreams": _upstreams,
+    "ui": _section,
+    "ui.enabled": _bool,
     "health": _section,
     "health.storagedriver": _section,
     "health.storagedriver.enabled": _bool,
@@ -1598,6 +1611,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         http2_disabled=get("http.http2.disabled", False),
         draintimeout=get("http.draintimeout", 0.0),
         workers=get("http.workers", 0),
+        secret=get("http.secret"),
         debug=DebugConfig(
             addr=get("http.debug.addr"),
             prometheus=PrometheusConfig(
@@ -1659,6 +1673,7 @@ def _build(values: Mapping[str, Any], warnings: tuple[str, ...]) -> Config:
         ),
         redis=redis,
         proxy=_build_proxy(values),
+        ui=UIConfig(enabled=get("ui.enabled", True)),
         warnings=warnings,
     )
 

@@ -8,9 +8,11 @@ app from the config and runs it on uvloop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -26,7 +28,7 @@ from typing import Any
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
-from .config import Config, TLSConfig
+from .config import Config, Secret, TLSConfig
 from .debug import DebugListener, RunFolder, bind_debug
 from .memory import limit_arenas, trim_until
 from .protocol import adapt_hypercorn
@@ -375,6 +377,15 @@ Reload = Callable[[], "tuple[Config, TLSFiles | None]"]
 """Reads the configuration again, checked as at start; raises what a bad one gives."""
 
 
+def with_secret(config: Config, made: Secret | None = None) -> Config:
+    """``config`` with an ``http.secret``: its own, or one made here (``made``: the one made
+    at the start, so a reload keeps the web pages' sign-ins), shared by every worker."""
+    if config.http.secret is not None:
+        return config
+    secret = made or Secret(secrets.token_urlsafe(32))
+    return dataclasses.replace(config, http=dataclasses.replace(config.http, secret=secret))
+
+
 def serve(
     config: Config,
     tls: TLSFiles | None = None,
@@ -387,6 +398,7 @@ def serve(
     SIGHUP calls ``reload`` and, if the new configuration is good, replaces the
     workers with ones built from it (see :class:`Supervisor`).
     """
+    config = with_secret(config)
     hconfig = hypercorn_config(config, tls)
     try:
         sockets = hconfig.create_sockets()
@@ -669,6 +681,7 @@ class Supervisor:
             return
         try:
             config, tls = self.reload()
+            config = with_secret(config, self.config.http.secret)
             _check_reloadable(self.config, config, self.tls, tls)
         except (ValueError, ServerError) as error:
             log.error("reload refused, the running configuration stays: %s", error)
