@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,12 +23,17 @@ from ..storage.blobs import read_link
 from ..storage.driver import PathNotFoundError, StorageDriverError
 from ..storage.errors import BlobUnknownError, ManifestUnknownError, RepositoryUnknownError
 
-#: Seconds a repository's summary (tag count, size, last push) is reused.
+#: Seconds a repository's summary (tag count, size, last push) or the storage page's sums
+#: are served before they are computed again (in the background).
 SUMMARY_SECONDS = 15.0
+#: Repositories whose summaries are kept (about 1 KB each).
+SUMMARIES = 16384
 #: Storage reads one page starts at once.
 CONCURRENCY = 32
 #: Largest image config read for display.
 MAX_CONFIG = 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -54,6 +60,45 @@ class Lru(Generic[K, V]):
 
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)
+
+
+class Refreshed(Generic[K, V]):
+    """Values kept once computed. One older than ``fresh`` seconds is still served, while a
+    new one is computed in the background (once per key): a page never waits for a
+    repository it has shown before, however large."""
+
+    def __init__(self, capacity: int, fresh: float, clock: Callable[[], float]) -> None:
+        self._values: Lru[K, tuple[float, V]] = Lru(capacity)
+        self._fresh = fresh
+        self._clock = clock
+        self._running: dict[K, asyncio.Task[None]] = {}
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        kept = self._values.get(key)
+        if kept is None:
+            value = await compute()
+            self._values.put(key, (self._clock(), value))
+            return value
+        at, value = kept
+        if self._clock() - at >= self._fresh and key not in self._running:
+            self._running[key] = asyncio.create_task(self._refresh(key, compute))
+        return value
+
+    async def _refresh(self, key: K, compute: Callable[[], Awaitable[V]]) -> None:
+        try:
+            self._values.put(key, (self._clock(), await compute()))
+        except Exception:
+            log.warning("ui: refreshing %s failed; the last value stays", key, exc_info=True)
+        finally:
+            del self._running[key]
+
+    def forget(self, key: K) -> None:
+        self._values.pop(key)
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +200,6 @@ class Summary:
     pushed: float | None
     blobs: dict[str, int] = field(default_factory=dict)
     """Every blob its tagged images reference, by digest, with its size."""
-    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +221,17 @@ class Inventory:
         self.clock = clock
         self._images: Lru[Digest, Image] = Lru(16384)
         self._configs: Lru[str, tuple[ImageConfig | None, int]] = Lru(8192)
-        self._summaries: Lru[str, Summary] = Lru(4096)
+        self._summaries: Refreshed[str, Summary] = Refreshed(SUMMARIES, SUMMARY_SECONDS, clock)
+        self._usages: Refreshed[tuple[str, ...], Usage] = Refreshed(16, SUMMARY_SECONDS, clock)
         self._limit = asyncio.Semaphore(CONCURRENCY)
 
     def forget(self, name: str) -> None:
         """Drop what is known of a repository (after a change made here)."""
-        self._summaries.pop(name)
+        self._summaries.forget(name)
+
+    async def close(self) -> None:
+        await self._summaries.close()
+        await self._usages.close()
 
     async def _bounded(self, work: Awaitable[V]) -> V:
         async with self._limit:
@@ -204,7 +253,14 @@ class Inventory:
     # --- tags ---
 
     async def tags(self, name: str) -> list[str]:
-        return sorted(await self.store.repository(name).manifests.tags())
+        """The tag folders, sorted: one listing, whatever the number of tags (a folder
+        without its link, left by a crash, shows as a row without a digest)."""
+        manifests = self.store.repository(name).manifests
+        try:
+            return sorted(await self.store.driver.list(paths.tags(name)))
+        except PathNotFoundError:
+            await manifests.tags()  # RepositoryUnknownError when there is no repository.
+            return []
 
     async def tag_link(self, name: str, tag: str) -> tuple[Digest | None, float | None]:
         """The digest a tag points at and when it was last pointed (pushed)."""
@@ -329,10 +385,9 @@ class Inventory:
     # --- repositories ---
 
     async def summary(self, name: str) -> Summary:
-        cached = self._summaries.get(name)
-        now = self.clock()
-        if cached is not None and now - cached.at < SUMMARY_SECONDS:
-            return cached
+        return await self._summaries.get(name, lambda: self._summary(name))
+
+    async def _summary(self, name: str) -> Summary:
         try:
             tags = await self.store.repository(name).manifests.tags()
         except RepositoryUnknownError:
@@ -353,13 +408,12 @@ class Inventory:
                     if child is not None:
                         _add_blobs(blobs, child)
         times = [pushed for _, pushed in links if pushed is not None]
-        summary = Summary(
-            name, len(tags), sum(blobs.values()), max(times) if times else None, blobs, now
-        )
-        self._summaries.put(name, summary)
-        return summary
+        return Summary(name, len(tags), sum(blobs.values()), max(times) if times else None, blobs)
 
     async def usage(self, names: list[str]) -> Usage:
+        return await self._usages.get(tuple(names), lambda: self._usage(names))
+
+    async def _usage(self, names: list[str]) -> Usage:
         summaries = await self.summaries(names)
         holders: dict[str, int] = {}
         sizes: dict[str, int] = {}

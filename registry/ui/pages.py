@@ -370,6 +370,10 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
     ui.add_app_template_global(_with, "with_query")
     app.register_blueprint(ui)
 
+    @app.after_serving
+    async def close_inventory() -> None:
+        await inventory.close()
+
     async def root() -> Response:
         return _redirect(f"{base}/", 302)
 
