@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Rows on one page of repositories or tags.
 PAGE_SIZE = 50
-#: Longest search text and paging marker read from a query.
+#: Longest search text and paging marker read from a query, and largest form body.
 MAX_QUERY = 256
+MAX_FORM = 16 * 1024
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -179,7 +180,10 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             raise PageError(403, "This form has expired; reload the page and try again.")
 
     async def form() -> dict[str, str]:
-        if (request.content_length or 0) > 16 * 1024:
+        # Browsers always send a length for a form; none (chunked) could be any size.
+        if request.content_length is None:
+            raise PageError(411, "A form needs a Content-Length.")
+        if request.content_length > MAX_FORM:
             raise PageError(413, "Form too large.")
         data = await request.form
         return {key: data.get(key, "")[: MAX_QUERY * 4] for key in data}

@@ -449,3 +449,22 @@ def test_http_secret_is_kept_out_of_check_config(tmp_path: Path) -> None:
     )
     assert refused.returncode != 0 and "ui.enabled" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_oversized_or_unbounded_forms_are_refused(browser_like: httpx.Client) -> None:
+    token = csrf_of(browser_like.get("/ui/"))
+    big = browser_like.post(
+        "/ui/signin", data={"user": "x" * 20000, "password": "y", "csrf": token}
+    )
+    assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield f"csrf={token}&user=a&password=".encode()
+        yield b"b" * 1000
+
+    chunked = browser_like.post(
+        "/ui/signin",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert chunked.status_code == 411
