@@ -89,7 +89,7 @@ def create_app(
     ``maintenance``: this app runs upload purging and garbage collection (one worker
     of several does).
     """
-    app = Quart(__name__)
+    app = Quart(__name__, static_folder=None)  # Only the pages have files (ui/static).
     app.asgi_http_class = StreamedConnection
     app.request_class = StreamedRequest
     # Quart's defaults would break a registry: a 16 MiB body cap and 60 s timeouts.

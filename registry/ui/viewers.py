@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..auth import AccessControl
-from ..auth.access import ACTIONS, PULL, REPOSITORY, Access
+from ..auth.access import ACTIONS, PULL
 from ..auth.logins import Logins
 from ..auth.policy import Policy
 
@@ -108,11 +108,6 @@ class Viewers:
         if not self.delete_enabled:
             allowed = allowed - {"delete"}
         return allowed
-
-    def may(self, user: str | None, action: str, name: str) -> bool:
-        if self.enabled and self.policy is not None and action not in ACTIONS:
-            return self.policy.allows(user, Access(REPOSITORY, name, action))
-        return action in self.actions(user, name)
 
     def may_pull(self, user: str | None, name: str) -> bool:
         return PULL in self.actions(user, name)

@@ -468,3 +468,50 @@ def test_oversized_or_unbounded_forms_are_refused(browser_like: httpx.Client) ->
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert chunked.status_code == 411
+
+
+#: Every page route, and how an anonymous visitor is asked for a repository it may not
+#: pull: each must hide it. A new route fails the inventory test below until it is here.
+HIDDEN_FROM_ANONYMOUS = {
+    "ui.repositories": ("GET", "/ui/", {}),
+    "ui.repository": ("GET", "/ui/repository", {"name": "bob/app"}),
+    "ui.image": ("GET", "/ui/image", {"name": "bob/app", "tag": "v1"}),
+    "ui.storage": ("GET", "/ui/storage", {}),
+    "ui.confirm_delete": ("GET", "/ui/delete", {"name": "bob/app", "tag": "v1"}),
+    "ui.delete": ("POST", "/ui/delete", {"name": "bob/app", "tag": "v1"}),
+    "ui.sign_in_form": ("GET", "/ui/signin", {}),
+    "ui.sign_in": ("POST", "/ui/signin", {"user": "bob", "password": "wrong"}),
+    "ui.sign_out": ("POST", "/ui/signout", {}),
+    "ui.static": ("GET", "/ui/static/ui.css", {}),
+}
+
+
+def test_every_page_route_hides_what_the_viewer_may_not_pull(
+    registry_factory, tmp_path: Path
+) -> None:
+    from registry.app import create_app
+    from registry.config import load_config
+
+    config_dict = {"storage": {"delete": {"enabled": True}}, **htpasswd_config(tmp_path, ACCESS)}
+    registry = registry_factory(config_dict)
+    _seed(registry, httpx.BasicAuth("admin", USERS["admin"]))
+    app = create_app(load_config(registry.workdir / "config.yml"))
+    pages = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if not rule.rule.startswith("/v2") and rule.endpoint not in ("token", "ui-root")
+    }
+    assert pages == set(HIDDEN_FROM_ANONYMOUS)
+    with httpx.Client(base_url=registry.url) as c:
+        token = csrf_of(c.get("/ui/"))
+        for endpoint, (method, path, values) in HIDDEN_FROM_ANONYMOUS.items():
+            if method == "GET":
+                answer = c.get(path, params=values)
+            else:
+                answer = c.post(path, data={**values, "csrf": token})
+            assert "bob/app" not in answer.text or answer.status_code == 404, endpoint
+            if "name" in values:
+                assert answer.status_code == 404, endpoint
+        assert c.get("/v2/bob/app/tags/list").status_code == 401
+    with httpx.Client(base_url=registry.url, auth=("admin", USERS["admin"])) as admin:
+        assert admin.get("/v2/bob/app/tags/list").json()["tags"] == ["v1"]
