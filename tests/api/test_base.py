@@ -49,7 +49,8 @@ EVERY_KIND_OF_RESPONSE = [
     ("DELETE", "/v2/", 405),
     ("PATCH", "/v2/_catalog", 405),
     ("GET", "/v2/{repo}/nothing-here", 404),
-    ("GET", "/", 404),
+    ("GET", "/", 302),  # To the web pages.
+    ("GET", "/ui/", 200),
     ("GET", "/favicon.ico", 404),
 ]
 

@@ -128,7 +128,7 @@ def test_wrong_method(client: httpx.Client, repo: str, method: str, path: str) -
 
 
 UNKNOWN_ENDPOINTS = [
-    "/",
+    "/nothing-here",  # (GET / leads to the web pages.)
     "/favicon.ico",
     "/v1/",
     "/v3/",
