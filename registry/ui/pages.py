@@ -79,7 +79,7 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         static_url_path="/static",
     )
     inventory = Inventory(services.store)
-    viewers = Viewers(services.access, config.storage.delete_enabled)
+    viewers = Viewers(services.access)
     sessions = Sessions(secret or secrets.token_bytes(32))
 
     def viewer() -> str | None:
@@ -92,6 +92,26 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         headers = request.headers
         host = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or headers.get("Host", "")
         return host if _HOST_RE.fullmatch(host) else "localhost"
+
+    def no_delete(name: str) -> str | None:
+        """Why nobody may delete in ``name`` here (the API's own refusals), or None."""
+        if not config.storage.delete_enabled:
+            return "Deleting is off (storage.delete.enabled: false)."
+        if config.storage.readonly:
+            return "The registry is read-only (storage.maintenance.readonly)."
+        if config.proxy.enabled:
+            from ..proxy.routing import route
+
+            target = route(config.proxy.upstreams, name)
+            if target is not None:
+                return (
+                    f"This repository is pulled through from {target.upstream.remoteurl}: "
+                    "it is not deleted here."
+                )
+        return None
+
+    def may_delete(name: str) -> bool:
+        return no_delete(name) is None and "delete" in viewers.actions(viewer(), name)
 
     def visible(name: str) -> bool:
         return viewers.may_pull(viewer(), name)
@@ -225,7 +245,6 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         more = start + PAGE_SIZE < len(tags)
         rows = await inventory.tag_rows(name, shown)
         summary = await inventory.summary(name)
-        actions = viewers.actions(viewer(), name)
         next_last = shown[-1] if more and shown else None
         return await render(
             "repository.html",
@@ -234,7 +253,7 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             total=len(tags),
             summary=summary,
             host=pull_host(),
-            may_delete="delete" in actions,
+            may_delete=may_delete(name),
             next_url=_with(f"{base}/repository", name=name, last=next_last) if next_last else None,
             deleted=query("deleted"),
         )
@@ -265,7 +284,6 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         if tag is None:
             links = await inventory.gather(inventory.tag_link(name, t) for t in tags[:1000])
             tags = [t for t, (d, _) in zip(tags[:1000], links, strict=True) if d == digest]
-        actions = viewers.actions(viewer(), name)
         return await render(
             "image.html",
             name=name,
@@ -276,7 +294,7 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             children=list(zip(shown.children, children, strict=True)),
             referrers=referrers,
             host=pull_host(),
-            may_delete="delete" in actions,
+            may_delete=may_delete(name),
         )
 
     @ui.get("/storage")
@@ -287,9 +305,10 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
 
     def delete_target(values: dict[str, str]) -> tuple[str, str | None, Digest | None]:
         name = checked_name(values.get("name"))
+        refusal = no_delete(name)
+        if refusal is not None:
+            raise PageError(405, refusal)
         if "delete" not in viewers.actions(viewer(), name):
-            if not viewers.delete_enabled:
-                raise PageError(405, "Deleting is off (storage.delete.enabled: false).")
             raise PageError(403, "You may not delete in this repository.")
         tag = values.get("tag") or None
         digest = None

@@ -66,9 +66,8 @@ class Sessions:
 class Viewers:
     """Access control as the pages see it."""
 
-    def __init__(self, access: AccessControl | None, delete_enabled: bool) -> None:
+    def __init__(self, access: AccessControl | None) -> None:
         self.enabled = access is not None
-        self.delete_enabled = delete_enabled
         self.logins: Logins | None = None
         self.policy: Policy | None = None
         if access is not None:
@@ -99,15 +98,13 @@ class Viewers:
         return self.logins is not None and self.logins.users.entry(user) is not None
 
     def actions(self, user: str | None, name: str) -> frozenset[str]:
+        """What the policy lets ``user`` do to ``name`` (whether the registry deletes at
+        all is the pages' question)."""
         if not self.enabled:
-            allowed = EVERYTHING
-        elif self.policy is None:
-            allowed = NOTHING
-        else:
-            allowed = self.policy.actions(user, name)
-        if not self.delete_enabled:
-            allowed = allowed - {"delete"}
-        return allowed
+            return EVERYTHING
+        if self.policy is None:
+            return NOTHING
+        return self.policy.actions(user, name)
 
     def may_pull(self, user: str | None, name: str) -> bool:
         return PULL in self.actions(user, name)

@@ -515,3 +515,27 @@ def test_every_page_route_hides_what_the_viewer_may_not_pull(
         assert c.get("/v2/bob/app/tags/list").status_code == 401
     with httpx.Client(base_url=registry.url, auth=("admin", USERS["admin"])) as admin:
         assert admin.get("/v2/bob/app/tags/list").json()["tags"] == ["v1"]
+
+
+def test_no_delete_where_the_api_refuses_one(registry_factory) -> None:
+    """Read-only mode and pulled-through repositories: the API refuses deletes, so do
+    the pages (no link, 405 on the form)."""
+    registry = registry_factory(
+        {
+            "storage": {"delete": {"enabled": True}},
+            "proxy": {"upstreams": [{"prefix": "hub", "remoteurl": "http://127.0.0.1:9"}]},
+        }
+    )
+    with httpx.Client(base_url=registry.url, headers=ACCEPT_MANIFESTS) as c:
+        push_image(c, "own/app", "v1")
+        assert c.get("/ui/delete", params={"name": "own/app", "tag": "v1"}).status_code == 200
+        cached = c.get("/ui/delete", params={"name": "hub/library/x", "tag": "v1"})
+        assert cached.status_code == 405 and "pulled through from" in cached.text
+    registry.config["storage"]["maintenance"] = {"readonly": {"enabled": True}}  # type: ignore[index]
+    registry.restart()
+    with httpx.Client(base_url=registry.url, headers=ACCEPT_MANIFESTS) as c:
+        page = c.get("/ui/repository", params={"name": "own/app"})
+        assert listed(page) == ["v1"] and "Delete" not in page.text
+        refused = c.post("/ui/delete", data={"name": "own/app", "tag": "v1", "csrf": csrf_of(page)})
+        assert refused.status_code == 405 and "read-only" in refused.text
+        assert c.get("/v2/own/app/tags/list").json()["tags"] == ["v1"]
