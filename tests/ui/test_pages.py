@@ -539,3 +539,25 @@ def test_no_delete_where_the_api_refuses_one(registry_factory) -> None:
         refused = c.post("/ui/delete", data={"name": "own/app", "tag": "v1", "csrf": csrf_of(page)})
         assert refused.status_code == 405 and "read-only" in refused.text
         assert c.get("/v2/own/app/tags/list").json()["tags"] == ["v1"]
+
+
+def test_a_delete_on_the_pages_sends_the_apis_event(registry_factory, tmp_path: Path) -> None:
+    from tests.api.test_notifications import Receiver, notifying
+
+    receiver = Receiver().start()
+    try:
+        registry = registry_factory(notifying(tmp_path, receiver))
+        with httpx.Client(base_url=registry.url, headers=ACCEPT_MANIFESTS) as c:
+            push_image(c, "events/app", "v1")
+            pushed = len(receiver.wait_for(3))  # Config, layer, manifest.
+            confirm = c.get("/ui/delete", params={"name": "events/app", "tag": "v1"})
+            done = c.post(
+                "/ui/delete", data={"name": "events/app", "tag": "v1", "csrf": csrf_of(confirm)}
+            )
+            assert done.status_code == 303
+        events = receiver.wait_for(pushed + 1)[pushed:]
+        assert [
+            (e["action"], e["target"]["repository"], e["target"].get("tag")) for e in events
+        ] == [("delete", "events/app", "v1")]
+    finally:
+        receiver.stop()
