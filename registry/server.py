@@ -483,6 +483,8 @@ def _preload(config: Config) -> None:
         from .storage.driver import s3  # noqa: F401 - aiobotocore: about 20 MiB
     if config.storage.cache.blobdescriptor == "redis":
         from .storage import redis_cache  # noqa: F401 - redis-py
+    if config.ui.enabled:
+        from . import ui  # noqa: F401 - the pages, itsdangerous
     gc.collect()
     gc.freeze()
 
