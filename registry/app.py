@@ -22,6 +22,7 @@ from .config import Config
 from .debug import DebugApp, run_folder
 from .health import HealthChecker, HealthGate, HealthState, checks_of
 from .middleware import RegistryMiddleware
+from .namespaces import NamespaceRouting
 from .notifications import Notifier, NotifyingApp
 from .storage import Store
 from .storage.catalog_index import REINDEX_SECONDS
@@ -262,6 +263,10 @@ def create_asgi_apps(
         from .auth.guard import AccessGuard  # With its token and password libraries: on use.
 
         inner = AccessGuard(inner, access.controller, need_of, config.http.prefix)
+    prefixes = [upstream.prefix for upstream in config.proxy.upstreams if upstream.prefix]
+    if prefixes:
+        # Before access control: containerd's ?ns= names the upstream a mirror read is for.
+        inner = NamespaceRouting(inner, prefixes, config.http.prefix)
     health = HealthState(run_folder(), configured=config.health.enabled)
     if config.health.enabled:
         inner = HealthGate(inner, health)
