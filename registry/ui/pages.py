@@ -7,6 +7,7 @@ Content-Security-Policy: scripts and styles only from this registry's own files.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import logging
 import re
@@ -238,8 +239,6 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             raise PageError(404, "No such repository, or you may not pull it.") from None
         start = 0
         if last is not None:
-            import bisect
-
             start = bisect.bisect_right(tags, last)
         shown = tags[start : start + PAGE_SIZE]
         more = start + PAGE_SIZE < len(tags)
