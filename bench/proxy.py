@@ -32,6 +32,10 @@ Measures, each round (median of ``--rounds``), every proxy on a fresh cache fold
    upstream on every tag pull), ours with ``ttl: 0`` (asks with a HEAD every time, as
    registry:2) and ours with ``ttl: 10m`` (trusts the tag it stored).
 
+Besides the table of medians, it prints each round's own cold-pull ratios (ours against
+the others measured in that round, seconds apart) and their median: on a machine whose
+load moves, steadier than the ratio of medians.
+
 Everything runs on this machine: clients, upstream, token service and proxies share
 its cores. Every process started here dies with it (a parent-death signal) and is
 stopped on exit and on Ctrl-C.
@@ -391,6 +395,22 @@ def table(medians: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def round_ratios(results: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Cold-pull ratios of each round, ours against the others measured in that round,
+    seconds apart: steadier than the ratio of medians on a machine whose load moves."""
+    ours, go_proxy, direct = (results[column] for column in ("ours", "go proxy", "direct"))
+
+    def each(mine: list[float], theirs: list[float]) -> list[float]:
+        return [a / b for a, b in zip(mine, theirs, strict=True)]
+
+    return {
+        "ours/direct": each(ours["cold_pull_MBps"], direct["cold_pull_MBps"]),
+        "ours/go": each(ours["cold_pull_MBps"], go_proxy["cold_pull_MBps"]),
+        "ours/go until stored": each(ours["cold_stored_MBps"], go_proxy["cold_stored_MBps"]),
+        "ours/direct, 8 clients": each(ours["cold_pull_x8_MBps"], direct["cold_pull_x8_MBps"]),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=4)
@@ -454,12 +474,18 @@ def main() -> int:
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; {time.monotonic() - started:.0f} s\n"
     )
     print("\n".join(table(medians)))
+    ratios = round_ratios(results)
+    print("\ncold pull ratios, each round's own (median):")
+    for name, values in ratios.items():
+        each = ", ".join(f"{value:.2f}" for value in values)
+        print(f"  {name}: {each} ({statistics.median(values):.2f})")
     print(f"\nupstream requests per round (each round's counts): {json.dumps(requests)}")
     if args.json:
         report: dict[str, Any] = {
             "machine": machine(),
             "median": medians,
             "rounds": results,
+            "round_ratios": ratios,
             "upstream_requests": requests,
             "args": vars(args),
         }

@@ -32,13 +32,14 @@ from ..reference import DIGEST_RE, TAG_RE, Digest, InvalidReferenceError, is_dig
 from ..storage import Repository, Store
 from ..storage.catalog import page
 from ..storage.errors import BlobUnknownError
-from .blobs import BrokenTransferError, Transfer
+from .blobs import Transfer
 from .cache import PullThrough
 from .client import UpstreamClient
 from .errors import UpstreamError, UpstreamNotFoundError, client_error
 from .expiry import PullStamps
 from .manifests import HIT, MISS, STALE, pull_manifest, pull_platform_child
 from .routing import Target
+from .spool import BrokenTransferError, Spool
 
 log = logging.getLogger(__name__)
 
@@ -215,19 +216,25 @@ class PullThroughApp:
             return False
         self._mark(scope, MISS, "blob")
         try:
-            if read.method == "HEAD" or await self._stored_elsewhere(digest):
+            elsewhere = await self._stored_elsewhere(digest)
+            if read.method == "HEAD" or elsewhere:
                 size = await client.blob_size(target.remote, digest)
-                if await self._stored_elsewhere(digest):
+                if elsewhere:
                     await repo.blobs.link(digest)  # Upstream has it here: no transfer.
                     return False
                 emit.blob_pulled(repo.name, digest, size)  # As the native read would.
                 await send_reply(Reply(200, _blob_headers(digest, size)), receive, send, "HEAD")
                 return True
             transfer = self.proxy.blobs.running(repo, digest)
-            if transfer is None and read.header(b"range") is None:
-                return await self._stream(receive, send, repo, client, target, digest)
             if transfer is None:
-                transfer = self.proxy.blobs.start(repo, client, target.remote, digest, False)
+                # A range waits for the stored copy; a whole GET is streamed as it comes.
+                streamed = read.header(b"range") is None
+                transfer = self.proxy.blobs.start(
+                    repo, client, target.remote, digest, listen=streamed
+                )
+                if transfer.spool is not None:
+                    await self._stream(receive, send, repo, transfer, digest, transfer.spool)
+                    return True
             await asyncio.shield(transfer.done)
         except UpstreamError as error:
             _log_failure(f"{repo.name}@{digest}", error)
@@ -241,29 +248,25 @@ class PullThroughApp:
             return False
         return True
 
+    @staticmethod
     async def _stream(
-        self,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         repo: Repository,
-        client: UpstreamClient,
-        target: Target,
+        transfer: Transfer,
         digest: Digest,
-    ) -> bool:
+        spool: Spool,
+    ) -> None:
         """The blob as it comes from upstream; cut short if the transfer fails."""
-        transfer: Transfer = self.proxy.blobs.start(repo, client, target.remote, digest, True)
         try:
             size = await asyncio.shield(transfer.size)
             emit.blob_pulled(repo.name, digest, size)
-            reply = Reply(200, _blob_headers(digest, size), transfer.relay())
+            reply = Reply(200, _blob_headers(digest, size), spool.pieces())
             # Once the answer began, ending it short of its length tells the client.
             with contextlib.suppress(BrokenTransferError):
                 await send_reply(reply, receive, send)
         finally:
-            transfer.listening = False
-            while not transfer.pieces.empty():
-                transfer.pieces.get_nowait()
-        return True
+            spool.close()  # Whatever it still holds goes; the transfer goes on.
 
     async def _tags(
         self,

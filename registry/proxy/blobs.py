@@ -1,26 +1,34 @@
-"""Blobs pulled through: one upstream transfer per missing blob, streamed to the client
-that asked while it is written to storage.
+"""Blobs pulled through: one upstream transfer per missing blob, relayed to the client
+that asked ahead of the store.
 
 The transfer runs as a task of its own, so it finishes (and the blob is cached) even
-when that client goes away. It writes through an ordinary upload session: the digest
-is verified before the blob enters the store and is linked, and a failed transfer
-cancels the session, leaving nothing. The client gets every byte but the last piece
-as it arrives; the last piece only once the digest is verified, so a wrong or cut
-transfer ends its connection short of ``Content-Length`` (an error to any client)
-rather than with a complete wrong body.
+when that client goes away. Each piece read from upstream goes three ways at once,
+and none of them holds back the others:
+
+* to the client's :class:`~.spool.Spool`: the client gets each piece as soon as it
+  arrives; a slow client's pieces wait in memory, then in a temporary file;
+* to a :class:`~.hashing.RelayHasher`, a thread that computes the digest as the
+  pieces pass;
+* to the store's own spool: the store hashes and writes behind the client, through an
+  ordinary upload session (the digest is verified again before the blob enters the
+  store and is linked; a failed transfer cancels the session, leaving nothing).
+
+The client's last piece waits until the relay's digest of everything is known to
+match, so a wrong or cut transfer ends its connection short of ``Content-Length`` (an
+error to any client) rather than with a complete wrong body; the store finishes on its
+own time. Memory is bounded for a blob of any size: past their ``memory`` bytes, the
+spools spill to files.
 
 Other requests for the same blob in this worker wait for the transfer and are then
 served from storage (they never fetch it again). Sharing the stream would give them
-bytes sooner, but needs either the slowest client to hold back the transfer for all
-or unbounded buffers; waiting is bounded and simple.
+bytes sooner, but needs a spool per client; waiting is bounded and simple.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,19 +36,20 @@ import httpx
 
 from ..reference import Digest
 from ..storage import Repository
-from ..storage.errors import DigestMismatchError, SizeMismatchError
+from ..storage.errors import DigestMismatchError, SizeMismatchError, UploadUnknownError
 from .client import UpstreamClient, content_length
 from .errors import UpstreamError, UpstreamInvalidError, UpstreamUnavailableError
+from .hashing import INLINE_HASH, RelayHasher
 from .observer import Observer, ignore
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
-#: Pieces held for the client that asked, at most: beyond, the transfer waits for it.
-QUEUE_PIECES = 16
-
-
-class BrokenTransferError(Exception):
-    """The upstream transfer failed after the client's answer began: cut it short."""
+#: Bytes waiting in memory for the store, at most; past this they wait in its spool's
+#: file, and the client is not held back.
+STORE_MEMORY = 16 * 1024 * 1024
+#: Seconds a stopping worker gives its transfers to end before it abandons them.
+CLOSE_GRACE = 5.0
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -57,34 +66,12 @@ class Transfer:
     """Set once the upstream answered (its length), or to the error."""
     done: asyncio.Future[None] = field(default_factory=asyncio.Future)
     """Set once the blob is stored and linked, or to the error."""
-    pieces: asyncio.Queue[bytes | BaseException | None] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_PIECES)
-    )
-    listening: bool = False
-    """The client that asked still reads ``pieces``."""
+    spool: Spool | None = None
+    """The pieces for the client that asked, if one streams it."""
 
     def __post_init__(self) -> None:
         self.size.add_done_callback(_retrieved)
         self.done.add_done_callback(_retrieved)
-
-    async def give(self, piece: bytes | BaseException | None) -> None:
-        if self.listening:
-            await self.pieces.put(piece)
-
-    async def relay(self) -> AsyncIterator[bytes]:
-        """The pieces for the client that asked, ending with an error if the transfer fails."""
-        try:
-            while True:
-                piece = await self.pieces.get()
-                if piece is None:
-                    return
-                if isinstance(piece, BaseException):
-                    raise BrokenTransferError(str(piece)) from piece
-                yield piece
-        finally:
-            self.listening = False
-            while not self.pieces.empty():  # A transfer waiting to put goes on.
-                self.pieces.get_nowait()
 
 
 @dataclass
@@ -101,8 +88,9 @@ class BlobPuller:
     def start(
         self, repo: Repository, client: UpstreamClient, remote: str, digest: Digest, listen: bool
     ) -> Transfer:
+        """A new transfer; ``listen``: the caller streams it from ``transfer.spool``."""
         key = (repo.name, digest)
-        transfer = Transfer(listening=listen)
+        transfer = Transfer(spool=Spool() if listen else None)
         self.transfers[key] = transfer
         task = asyncio.create_task(self._transfer(transfer, repo, client, remote, digest))
         self.tasks.add(task)
@@ -110,7 +98,11 @@ class BlobPuller:
         task.add_done_callback(lambda _: self.transfers.pop(key, None))
         return transfer
 
-    async def close(self) -> None:
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop the transfers, after ``grace`` seconds for them to end: a client may have
+        its blob already while the store still writes it, and the cache should keep it."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -129,24 +121,21 @@ class BlobPuller:
                 if size is None:
                     raise UpstreamInvalidError(f"{remote}/blobs/{digest}: sent without a length")
                 transfer.size.set_result(size)
-                await self._store(transfer, repo, response, size, digest, remote)
+                await self._relay_and_store(transfer, repo, response, size, digest, remote)
             transfer.done.set_result(None)
         except BaseException as error:
             failure = _as_upstream_error(error, f"{remote}/blobs/{digest}")
             if not transfer.size.done():
                 transfer.size.set_exception(failure)
             else:
-                if transfer.listening:
-                    # Its answer is cut short anyway: the pieces still queued do not matter.
-                    while not transfer.pieces.empty():
-                        transfer.pieces.get_nowait()
-                    transfer.pieces.put_nowait(failure)
                 log.warning("proxy: %s@%s: pulling through failed: %s", repo.name, digest, failure)
+            if transfer.spool is not None:
+                transfer.spool.fail(failure)  # Its answer is cut short.
             transfer.done.set_exception(failure)
             if isinstance(error, asyncio.CancelledError):
                 raise
 
-    async def _store(
+    async def _relay_and_store(
         self,
         transfer: Transfer,
         repo: Repository,
@@ -155,35 +144,95 @@ class BlobPuller:
         digest: Digest,
         remote: str,
     ) -> None:
-        held: list[bytes] = []  # The last piece: given once the digest is verified.
-
-        async def pieces() -> AsyncIterator[bytes]:
-            received = 0
+        """Each piece to the client, the relay's hasher and the store's spool; the last
+        piece to the client once the relay's digest matches; then wait for the store."""
+        client = transfer.spool
+        hasher = None
+        if client is not None:
+            hasher = RelayHasher(digest.algorithm, threaded=size > INLINE_HASH)
+        keep = Spool(STORE_MEMORY)
+        storing = asyncio.create_task(self._store(repo, digest, keep, size))
+        storing.add_done_callback(_retrieved)
+        storing.add_done_callback(lambda _: keep.close())  # A store that failed takes no more.
+        held: bytes | None = None  # The last piece so far: the client gets it once verified.
+        observe = self.observe
+        received = 0
+        what = f"{remote}/blobs/{digest}"
+        try:
             async for piece in response.aiter_raw():
                 received += len(piece)
-                self.observe("pulled_bytes", "blob", len(piece))
+                observe("pulled_bytes", "blob", len(piece))
                 if received > size:
-                    raise UpstreamInvalidError(f"{remote}/blobs/{digest}: longer than {size}")
-                if held:
-                    await transfer.give(held.pop())
-                held.append(piece)
-                yield piece
+                    raise UpstreamInvalidError(f"{what}: longer than {size}")
+                if client is not None and hasher is not None:
+                    if client.closed:  # Gone: nobody needs the relay's digest any more.
+                        hasher.stop()
+                        client = hasher = None
+                    else:
+                        if held is not None:
+                            await client.put(held)
+                        await hasher.feed(piece)
+                        held = piece
+                elif storing.done():
+                    await storing  # The store failed (it cannot end sooner): stop here.
+                await keep.put(piece)
             if received != size:
-                raise UpstreamInvalidError(
-                    f"{remote}/blobs/{digest}: cut at {received} of {size} bytes"
-                )
+                raise UpstreamInvalidError(f"{what}: cut at {received} of {size} bytes")
+            keep.finish()
+            if client is not None and hasher is not None:
+                actual = Digest(digest.algorithm, await hasher.hexdigest())
+                if actual != digest:
+                    raise UpstreamInvalidError(f"{what}: the content's digest is {actual}")
+                if held is not None:
+                    await client.put(held)
+                client.finish()  # Verified: the client's answer completes, whatever follows.
+            await asyncio.shield(storing)
+        except BaseException as error:
+            keep.fail(error)
+            if hasher is not None:
+                hasher.stop()
+            # Its upload session is cancelled (at once, however slow the store) before the
+            # client hears of the failure.
+            storing.cancel()
+            await asyncio.wait([storing])
+            raise
 
+    @staticmethod
+    async def _store(repo: Repository, digest: Digest, keep: Spool, size: int) -> None:
+        """Hash and write what the transfer read, through an upload session of its own;
+        on any failure (or when stopped) the session is gone before this returns."""
         session = await repo.uploads.start()
         try:
-            await repo.uploads.append(session.id, pieces())
-            await repo.uploads.complete(session.id, digest)
+            await repo.uploads.complete(session.id, digest, keep.pieces(), length=size)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await repo.uploads.cancel(session.id)
+            await _to_the_end(_abandon(repo, session.id))
             raise
-        if held:
-            await transfer.give(held.pop())
-        await transfer.give(None)
+
+
+async def _abandon(repo: Repository, upload_id: str) -> None:
+    try:
+        await repo.uploads.cancel(upload_id)
+    except UploadUnknownError:
+        pass  # Gone already.
+    except Exception as error:
+        log.warning("proxy: %s: an upload session could not be removed: %s", repo.name, error)
+
+
+async def _to_the_end(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if stopped meanwhile (its file work goes on in
+    threads: stopped halfway, it would leave a session behind); then stop."""
+    task = asyncio.ensure_future(work)
+    stopped = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            stopped = True
+    if stopped or task.cancelled():
+        raise asyncio.CancelledError
+    task.result()
 
 
 def _as_upstream_error(error: BaseException, what: str) -> UpstreamError:

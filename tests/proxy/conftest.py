@@ -3,9 +3,10 @@ this registry with its token service (Bearer), each on a free port."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -121,3 +122,45 @@ def client_of(registry: RegistryProcess, **options: object) -> httpx.Client:
         timeout=60,
         **options,  # type: ignore[arg-type]
     )
+
+
+def wait_stored(registry: RegistryProcess, repo: str, digests: Iterable[str]) -> None:
+    """Wait until blobs pulled through are stored: the store finishes behind the client
+    that asked, which has every byte (verified) a moment before the blob is linked."""
+    v2 = registry.root / "docker/registry/v2"
+    links = [v2 / "repositories" / repo / "_layers" / d.replace(":", "/") / "link" for d in digests]
+    uploads = v2 / "repositories" / repo / "_uploads"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(link.exists() for link in links) and not (
+            uploads.exists() and any(uploads.iterdir())
+        ):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not stored after 60 s: {[str(x) for x in links if not x.exists()]}")
+
+
+def spool_files(registry: RegistryProcess) -> list[str]:
+    """Files the registry's workers hold open that have no name any more (a spool's),
+    once none is left or after 10 s (a spool closes its file once its last read or
+    write in a thread has returned)."""
+    deadline = time.monotonic() + 10
+    while (held := _unnamed_files(registry)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return held
+
+
+def _unnamed_files(registry: RegistryProcess) -> list[str]:
+    assert registry.process is not None
+    pid = registry.process.pid
+    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    held = []
+    for worker in workers:
+        for fd in Path(f"/proc/{worker}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # Closed meanwhile.
+            if target.endswith("(deleted)"):
+                held.append(target)
+    return held

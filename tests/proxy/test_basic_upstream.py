@@ -21,6 +21,8 @@ from tests.proxy.conftest import (
     BasicUpstream,
     client_of,
     proxy_section,
+    spool_files,
+    wait_stored,
 )
 from tests.pushing import (
     ACCEPT_MANIFESTS,
@@ -61,6 +63,7 @@ def test_pulled_through_then_served_with_the_upstream_stopped(
         pulled = _pull(client, REPO, "v1")
         assert pulled[digest] == manifest
         assert digest_of(manifest) == digest
+        wait_stored(registry, REPO, [d for d in pulled if d != digest])
         # Stored as a push leaves it: tag link, revision link, layer links, blob data.
         repo = registry.root / "docker/registry/v2/repositories" / REPO
         algorithm, hex_digest = digest.split(":")
@@ -280,6 +283,31 @@ def test_a_client_gone_mid_transfer_leaves_the_blob_cached(
         assert digest_of(again.content) == digest
     fetched = basic_upstream.requests(f'GET /v2/{REPO}/blobs/{digest} HTTP/1.1" 200')
     assert len(fetched) == 1
+    assert spool_files(registry) == []
+    assert "cache=hit" in registry.log_with("cache=hit")
+
+
+def test_a_slow_client_does_not_hold_back_the_stored_copy(
+    basic_upstream: BasicUpstream, registry_factory: Callable[..., RegistryProcess]
+) -> None:
+    """The client reads one piece, then nothing until the blob is stored: what it has
+    not read waits in a spool file, and it then gets every byte."""
+    big = os.urandom(40 * 1024 * 1024)
+    with basic_upstream.client() as upstream:
+        digest = push_blob(upstream, REPO, big)
+    registry = registry_factory(proxy_section(basic_upstream.url))
+    with client_of(registry) as client:
+        received = bytearray()
+        with client.stream("GET", f"/v2/{REPO}/blobs/{digest}") as response:
+            assert response.status_code == 200
+            pieces = response.iter_raw()
+            received += next(pieces)
+            wait_stored(registry, REPO, [digest])
+            for piece in pieces:
+                received += piece
+        assert digest_of(bytes(received)) == digest
+        assert client.get(f"/v2/{REPO}/blobs/{digest}").content == big
+    assert spool_files(registry) == []  # Closed, and no name was ever left behind.
     assert "cache=hit" in registry.log_with("cache=hit")
 
 

@@ -45,8 +45,9 @@ def _proxy(url: str) -> dict[str, object]:
     return {"proxy": {"upstreams": [upstream]}}
 
 
-def _pull(client: httpx.Client, repo: str) -> list[str]:
-    """Manifest and blobs of ``repo:v1``, as a client pulls them: the digests."""
+def _pull(client: httpx.Client, repo: str, registry: RegistryProcess) -> list[str]:
+    """Manifest and blobs of ``repo:v1``, as a client pulls them: the digests, once the
+    blobs are stored (the store finishes behind the client)."""
     manifest = client.get(f"/v2/{repo}/manifests/v1")
     assert manifest.status_code == 200, manifest.text
     document = manifest.json()
@@ -56,6 +57,15 @@ def _pull(client: httpx.Client, repo: str) -> list[str]:
         assert blob.status_code == 200, blob.text
         assert digest_of(blob.content) == entry["digest"]
         digests.append(entry["digest"])
+
+    async def linked(store: Store, config: Config) -> bool:
+        blobs = store.repository(repo).blobs
+        return all([await blobs.is_linked(Digest.parse(d)) for d in digests[1:]])
+
+    deadline = time.monotonic() + 60
+    while not _in_storage(registry, linked):
+        assert time.monotonic() < deadline, f"{repo}: blobs not stored after 60 s"
+        time.sleep(0.05)
     return digests
 
 
@@ -108,9 +118,9 @@ def _expire_and_collect(registry: RegistryProcess, upstream: BasicUpstream) -> N
         push_image(client, "team/bare", "v1", layers=[b"bare layer"], config=b'{"bare": 1}')
     # Blobs stored on S3 are answered with a redirect to the bucket.
     with client_of(registry, follow_redirects=True) as client:
-        old = _pull(client, "up/team/old")
-        fresh = _pull(client, "up/team/fresh")
-        bare = _pull(client, "up/team/bare")
+        old = _pull(client, "up/team/old", registry)
+        fresh = _pull(client, "up/team/fresh", registry)
+        bare = _pull(client, "up/team/bare", registry)
         own = push_image(client, "own/app", "v1", layers=[b"own layer"], config=b'{"own": 1}')[0]
         now = time.time()
 
@@ -124,7 +134,7 @@ def _expire_and_collect(registry: RegistryProcess, upstream: BasicUpstream) -> N
 
         fresh_stamp = _in_storage(registry, prepare)
         # Pulled again within the period: the stamp is not written again.
-        _pull(client, "up/team/fresh")
+        _pull(client, "up/team/fresh", registry)
         assert _in_storage(registry, lambda s, c: read_stamp(s.driver, "up/team/fresh")) == (
             fresh_stamp
         )
@@ -154,7 +164,7 @@ def _expire_and_collect(registry: RegistryProcess, upstream: BasicUpstream) -> N
 
         _in_storage(registry, collected)
         fetched = len(upstream.requests("GET /v2/team/old/manifests/"))
-        assert _pull(client, "up/team/old") == old  # From the upstream again.
+        assert _pull(client, "up/team/old", registry) == old  # From the upstream again.
         assert len(upstream.requests("GET /v2/team/old/manifests/")) > fetched
         assert client.get(f"/v2/own/app/manifests/{own}").status_code == 200
 
@@ -188,7 +198,7 @@ def test_the_server_runs_the_expiry(
         push_image(client, "team/app", "v1", layers=[b"a layer"])
     registry = registry_factory(_proxy(basic_upstream.url))
     with client_of(registry) as client:
-        _pull(client, "up/team/app")
+        _pull(client, "up/team/app", registry)
     registry.stop()
     v2 = registry.root / "docker/registry/v2"
     (v2 / "_proxy/up/team/app/_pulled").write_text(json.dumps({"at": time.time() - 2 * HOUR}))

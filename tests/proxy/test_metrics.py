@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.access import free_port
 from tests.conftest import RegistryProcess
-from tests.proxy.conftest import BasicUpstream, client_of, proxy_section
+from tests.proxy.conftest import BasicUpstream, client_of, proxy_section, wait_stored
 from tests.pushing import push_image
 
 
@@ -39,6 +39,7 @@ def test_hits_misses_and_bytes_pulled(
         digest = document["layers"][0]["digest"]
         for _ in range(2):
             assert client.get(f"/v2/team/app/blobs/{digest}").content == layer
+            wait_stored(registry, "team/app", [digest])  # Then the second GET is a hit.
         assert client.get("/v2/team/app/manifests/v1").status_code == 200
     samples = _samples(f"http://127.0.0.1:{port}/metrics")
     assert samples[("registry_proxy_requests_total", "manifest")] == 2
