@@ -218,7 +218,6 @@ class Inventory:
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
-        self.clock = clock
         self._images: Lru[Digest, Image] = Lru(16384)
         self._configs: Lru[str, tuple[ImageConfig | None, int]] = Lru(8192)
         self._summaries: Refreshed[str, Summary] = Refreshed(SUMMARIES, SUMMARY_SECONDS, clock)
@@ -271,6 +270,12 @@ class Inventory:
         except PathNotFoundError:
             return None, None
         return digest, info.modified or None
+
+    async def tags_of(self, name: str, digest: Digest, limit: int | None = None) -> list[str]:
+        """The tags pointing at ``digest``, among the first ``limit`` (None: all)."""
+        tags = (await self.tags(name))[:limit]
+        links = await self.gather(self.tag_link(name, tag) for tag in tags)
+        return [tag for tag, (linked, _) in zip(tags, links, strict=True) if linked == digest]
 
     async def tag_rows(self, name: str, tags: list[str]) -> list[TagRow]:
         links = await self.gather(self.tag_link(name, tag) for tag in tags)

@@ -279,10 +279,8 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         )
         referrers = await inventory.referrers(name, digest)
         size = await inventory.image_size(name, shown)
-        tags = [row for row in await inventory.tags(name)] if tag is None else [tag]
-        if tag is None:
-            links = await inventory.gather(inventory.tag_link(name, t) for t in tags[:1000])
-            tags = [t for t, (d, _) in zip(tags[:1000], links, strict=True) if d == digest]
+        # By digest: the tags pointing at it, among the first thousand (a page, not a scan).
+        tags = [tag] if tag is not None else await inventory.tags_of(name, digest, 1000)
         return await render(
             "image.html",
             name=name,
@@ -323,10 +321,8 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
     @ui.get("/delete")
     async def confirm_delete() -> Response:
         name, tag, digest = delete_target(dict(request.args))
-        tagged: list[str] = []
-        if digest is not None:
-            manifests = services.store.repository(name).manifests
-            tagged = [t for t in await manifests.tags() if await _points(manifests, t, digest)]
+        # Every tag the delete takes with it.
+        tagged = await inventory.tags_of(name, digest) if digest is not None else []
         return await render(
             "delete.html", name=name, tag=tag, digest=digest and str(digest), tagged=tagged
         )
@@ -400,13 +396,6 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
         return _redirect(f"{base}/", 302)
 
     app.add_url_rule(f"{prefix}/", "ui-root", root, methods=["GET"])
-
-
-async def _points(manifests: Any, tag: str, digest: Digest) -> bool:
-    try:
-        return bool(await manifests.resolve(tag) == digest)
-    except (ManifestUnknownError, RepositoryUnknownError):
-        return False
 
 
 def _redirect(location: str, status: int) -> Response:
