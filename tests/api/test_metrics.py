@@ -183,6 +183,22 @@ def debug_config(port: int, **prometheus: object) -> dict[str, object]:
     }
 
 
+def wait_ready(debug: str) -> None:
+    """Until ``/readyz`` answers 200 several times in a row, so every worker has seen it: it
+    answers 503 until the health checks have run once (registry/health.py), which a busy
+    machine may not have done by the time the public port listens."""
+    deadline = time.monotonic() + DEADLINE
+    streak = 0
+    while streak < 4:
+        status = httpx.get(f"{debug}/readyz", timeout=30).status_code
+        if status == 200:
+            streak += 1
+            continue
+        streak = 0
+        assert time.monotonic() < deadline, f"{debug}/readyz stays {status}"
+        time.sleep(0.05)
+
+
 @dataclass
 class Served:
     registry: RegistryProcess
@@ -258,6 +274,7 @@ def test_public_port_never_serves_the_debug_paths(
     config["health"] = {"file": [{"file": str(tmp_path / "drain"), "interval": "1s"}]}
     registry = registry_factory(config, workers=2)
     debug = f"http://127.0.0.1:{port}"
+    wait_ready(debug)
     for path in ("/metrics", "/debug/health", "/livez", "/readyz"):
         assert httpx.get(f"{debug}{path}", timeout=30).status_code == 200, path
         for _ in range(4):  # Either worker may answer.
@@ -278,6 +295,7 @@ def test_with_access_control_the_debug_paths_stay_off_the_public_port(
     registry = registry_factory(config, workers=2)
     assert "http.debug.addr: 0.0.0.0:" in registry.log()
     assert "answers anyone who reaches it" in registry.log()
+    wait_ready(f"http://127.0.0.1:{port}")
     user, password = next(iter(USERS.items()))
     for path in ("/metrics", "/debug/health", "/livez", "/readyz"):
         anonymous = httpx.get(f"{registry.url}{path}", timeout=30)
