@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 from collections.abc import Generator
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -19,6 +18,7 @@ import httpx
 
 from registry.api.routes import match
 from registry.auth import htpasswd
+from tests.services import ports
 from tools.certs import ensure_token_key
 
 SERVICE = "registry.test"
@@ -91,10 +91,8 @@ def token_config(
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port for a server to bind: below the ephemeral range and this xdist worker's own."""
+    return ports.free_port()
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -6,7 +6,6 @@ requests, same metrics, same events.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,13 +15,13 @@ import httpx
 import yaml
 
 from tests.e2e.needs import require
+from tests.services import ports
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 for a server to bind: below the ephemeral range and this
+    xdist worker's own (tests/services/ports.py)."""
+    return ports.free_port()
 
 
 def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

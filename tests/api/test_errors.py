@@ -112,7 +112,12 @@ WRONG_METHODS = [
     ("PATCH", f"/v2/{{repo}}/blobs/{UNKNOWN}"),
     ("GET", "/v2/{repo}/blobs/uploads/"),
     ("DELETE", "/v2/{repo}/blobs/uploads/"),
-    ("POST", f"/v2/{{repo}}/blobs/uploads/{uuid.uuid4()}"),
+    # A fresh id each run, under one name: pytest-xdist workers must collect the same tests.
+    pytest.param(
+        "POST",
+        f"/v2/{{repo}}/blobs/uploads/{uuid.uuid4()}",
+        id="POST-/v2/{repo}/blobs/uploads/UUID",
+    ),
     ("POST", f"/v2/{{repo}}/referrers/{UNKNOWN}"),
     ("DELETE", f"/v2/{{repo}}/referrers/{UNKNOWN}"),
     ("OPTIONS", "/v2/"),
@@ -244,8 +249,15 @@ def _read_response(connection: socket.socket) -> tuple[bytes, bytes] | None:
 @pytest.mark.parametrize(
     "request_line",
     [
-        f"PUT /v2/early/blobs/uploads/{uuid.uuid4()}?digest={UNKNOWN} HTTP/1.1",
-        f"PATCH /v2/early/blobs/uploads/{uuid.uuid4()} HTTP/1.1",
+        # Fresh ids each run, under fixed names: pytest-xdist workers must collect the same tests.
+        pytest.param(
+            f"PUT /v2/early/blobs/uploads/{uuid.uuid4()}?digest={UNKNOWN} HTTP/1.1",
+            id=f"PUT /v2/early/blobs/uploads/UUID?digest={UNKNOWN} HTTP/1.1",
+        ),
+        pytest.param(
+            f"PATCH /v2/early/blobs/uploads/{uuid.uuid4()} HTTP/1.1",
+            id="PATCH /v2/early/blobs/uploads/UUID HTTP/1.1",
+        ),
         "PUT /v2/Early/manifests/latest HTTP/1.1",
         "POST /v2/early/tags/list HTTP/1.1",
         "POST /v2/early/blobs/uploads/ HTTP/1.1",

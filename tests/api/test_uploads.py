@@ -307,12 +307,13 @@ def test_delete_cancels(client: httpx.Client, repo: str) -> None:
 
 
 UNKNOWN_IDS = [
-    str(uuid.uuid4()),
+    # Fresh ids each run, under fixed names: pytest-xdist workers must collect the same tests.
+    pytest.param(str(uuid.uuid4()), id="uuid"),
     "not-a-uuid",
     "0",
     "%2e%2e",
     "%2e",
-    str(uuid.uuid4()).upper(),
+    pytest.param(str(uuid.uuid4()).upper(), id="uuid-upper"),
     "x" * 300,
 ]
 

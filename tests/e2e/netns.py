@@ -45,21 +45,43 @@ class NetworkNamespace:
         )
 
 
+#: Each namespace takes a /30 of 10.231.0.0/16 by its serial number.
+SERIALS = 16000
+
+
+def _claim_veth() -> tuple[int, str, str]:
+    """A serial number no live namespace of any test process has, claimed by creating its
+    veth pair (``rhN``, ``rnN``): creating a link is atomic and fails where the name is
+    taken, so two pytest-xdist workers (or two runs) never share a name or an address."""
+    start = (os.getpid() * 7 + next(_counter) * 101) % SERIALS
+    for step in range(SERIALS):
+        serial = (start + step) % SERIALS
+        host_end, ns_end = f"rh{serial}", f"rn{serial}"
+        created = subprocess.run(
+            ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode == 0:
+            return serial, host_end, ns_end
+        if "exists" not in created.stderr:
+            raise RuntimeError(f"ip link add {host_end}: {created.stderr}")
+    raise RuntimeError("every veth name for a test namespace is taken")
+
+
 @contextmanager
 def network_namespace() -> Iterator[NetworkNamespace]:
     """A fresh namespace on its own /30 in 10.231.0.0/16; removed with its veth afterwards."""
     require("ip", "iproute2")
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    serial = (os.getpid() * 7 + next(_counter)) % 16000
+    serial, host_end, ns_end = _claim_veth()
     third, fourth = divmod(serial * 4, 256)
     name = f"regtest-{os.getpid()}-{serial}"
-    host_end, ns_end = f"rh{serial}", f"rn{serial}"
     host_address = f"10.231.{third}.{fourth + 1}"
     address = f"10.231.{third}.{fourth + 2}"
-    _ip("netns", "add", name)
     try:
-        _ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+        _ip("netns", "add", name)
         _ip("link", "set", ns_end, "netns", name)
         _ip("addr", "add", f"{host_address}/30", "dev", host_end)
         _ip("link", "set", host_end, "up")

@@ -40,6 +40,7 @@ import pytest
 
 from tests.access import USERS, BearerAuth, htpasswd_config, parse_challenge, token_config
 from tests.conftest import RegistryProcess
+from tests.services.locks import machine_lock
 from tools.certs import ensure_server_certificate
 
 from .clients import access_lines, query
@@ -451,17 +452,19 @@ def docker_trusts(entry: str, ca_cert: Path) -> Iterator[None]:
     ``/etc/docker/certs.d`` and ``/etc/docker`` are removed when we made them.
     """
     target = DOCKER_CERTS_D / entry
-    assert not target.exists(), f"{target} exists: it is not ours to replace"
-    made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
-    try:
-        target.mkdir(parents=True)
-        shutil.copy(ca_cert, target / "ca.crt")
-        yield
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    # One test process at a time: another's folders would not be ours to remove.
+    with machine_lock(str(DOCKER_CERTS_D)):
+        assert not target.exists(), f"{target} exists: it is not ours to replace"
+        made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
+        try:
+            target.mkdir(parents=True)
+            shutil.copy(ca_cert, target / "ca.crt")
+            yield
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def free_port_in(netns: NetworkNamespace) -> int:

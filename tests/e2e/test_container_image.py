@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from tests.services.ports import free_port
 
 from .conftest import DockerEngine, busybox_tar
 from .needs import require
@@ -92,10 +93,8 @@ def _ip(*args: str, check: bool = True) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """Free on every address (``-p PORT:5000`` binds them all), and this xdist worker's own."""
+    return free_port(host="")
 
 
 def _storage_driver(root: Path) -> str:

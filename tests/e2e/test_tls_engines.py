@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RegistryProcess
+from tests.services.locks import machine_lock
 
 from .conftest import DockerEngine, busybox_tar
 from .needs import require
@@ -69,15 +70,17 @@ def docker_certs_d(entry: str) -> Iterator[Path]:
     ``/etc/docker``, when they did not exist before and are empty again).
     """
     target = DOCKER_CERTS_D / entry
-    assert not target.exists(), f"{target} exists: it is not ours to replace"
-    made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
-    try:
-        yield target
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    # One test process at a time: another's folders would not be ours to remove.
+    with machine_lock(str(DOCKER_CERTS_D)):
+        assert not target.exists(), f"{target} exists: it is not ours to replace"
+        made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
+        try:
+            yield target
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 @contextlib.contextmanager

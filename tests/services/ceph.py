@@ -15,11 +15,10 @@ settings that matter are commented where they are made. Debian 12 packages:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import random
 import secrets
 import shutil
-import socket
 import string
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ import httpx
 import pytest
 
 from tests.e2e.needs import require
+from tests.services import ports
 
 PACKAGES = "ceph-mon ceph-osd radosgw"
 BINARIES = (
@@ -85,23 +85,9 @@ def _dying_with_parent(command: tuple[str, ...]) -> list[str]:
 
 def _free_port_base() -> int:
     """A base port with the PORT_SPAN ports from it free on 127.0.0.1, below Linux's
-    ephemeral range (32768 and up) so no client connection takes one meanwhile."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10000, 32768 - PORT_SPAN)
-        probes: list[socket.socket] = []
-        try:
-            for port in range(base, base + PORT_SPAN):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return base
-    raise RuntimeError("no run of free loopback ports found for Ceph")
+    ephemeral range (32768 and up) so no client connection takes one meanwhile, and in
+    this xdist worker's own share of that range."""
+    return ports.free_port_run(PORT_SPAN)
 
 
 def _random_key(length: int, alphabet: str) -> str:
@@ -371,12 +357,25 @@ def s3_bucket(ceph_s3: CephS3) -> Iterator[str]:
         client.create_bucket(Bucket=name)
     yield name
     with contextlib.closing(ceph_s3.client()) as client:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=name, Key=item["Key"])
-        uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
-        for upload in uploads:
-            client.abort_multipart_upload(
-                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        client.delete_bucket(Bucket=name)
+        # Fixtures end in reverse order: a registry from a fixture set up before this one
+        # (``registry_factory`` named first) still runs here and may write one more object
+        # meanwhile (a maintenance stamp): empty the bucket again until it can go.
+        for attempt in itertools.count(1):
+            _empty_bucket(client, name)
+            try:
+                client.delete_bucket(Bucket=name)
+                return
+            except client.exceptions.ClientError as error:
+                if error.response["Error"]["Code"] != "BucketNotEmpty" or attempt == 20:
+                    raise
+            time.sleep(0.5)
+
+
+def _empty_bucket(client: Any, name: str) -> None:
+    """Delete every object and abort every multipart upload in bucket ``name``."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=item["Key"])
+    uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
+    for upload in uploads:
+        client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])

@@ -11,11 +11,9 @@ stops or freezes Redis starts a :class:`RedisServer` of its own.
 from __future__ import annotations
 
 import contextlib
-import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.needs import require
+from tests.services import ports
 from tests.services.ceph import _dying_with_parent
 
 PACKAGE = "redis-server"
@@ -34,17 +33,8 @@ PACKAGE = "redis-server"
 
 def free_port() -> int:
     """A port free on 127.0.0.1, below Linux's ephemeral range (32768 and up) so no
-    client connection takes it while a test has Redis stopped."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10000, 32768)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port found for Redis")
+    client connection takes it while a test has Redis stopped; this xdist worker's own."""
+    return ports.free_port()
 
 
 @dataclass(frozen=True)

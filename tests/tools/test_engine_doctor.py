@@ -7,7 +7,6 @@ import datetime
 import http.server
 import ipaddress
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.services.ports import free_port
 from tools import engine, engine_doctor
 from tools.engine_host import Registry
 
@@ -156,9 +156,7 @@ def doctor(
 
 
 def test_nothing_listening(capsys, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # Nothing listens there, and no other test process picks it.
     code, out = doctor(capsys, tmp_path, f"127.0.0.1:{port}")
     assert code == 1
     assert f"FAIL cannot connect to 127.0.0.1:{port}" in out

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.needs import require
+from tests.services.ports import free_port
 from tests.tools.test_engine_doctor import make_ca, make_leaf
 from tools import engine
 
@@ -24,12 +25,6 @@ STARTUP_ATTEMPTS = 500  # of 0.1 s: a bound for an sshd that never listens
 ENTRY = "10.0.0.5:5000"
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
