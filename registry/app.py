@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -106,7 +107,9 @@ def create_app(
     if config.proxy.enabled:
         from .proxy import PullThrough  # httpx: only where a proxy is configured.
 
-        proxy = PullThrough(config.proxy)
+        folder = run_folder()
+        claims = os.path.join(folder, "proxy-claims") if folder is not None else None
+        proxy = PullThrough(config.proxy, claims)
     app.extensions[EXTENSION] = Services(
         config=config, store=store, access=access, notifier=notifier, proxy=proxy
     )

@@ -216,25 +216,39 @@ class PullThroughApp:
             return False
         self._mark(scope, MISS, "blob")
         try:
-            elsewhere = await self._stored_elsewhere(digest)
-            if read.method == "HEAD" or elsewhere:
-                size = await client.blob_size(target.remote, digest)
-                if elsewhere:
-                    await repo.blobs.link(digest)  # Upstream has it here: no transfer.
-                    return False
-                emit.blob_pulled(repo.name, digest, size)  # As the native read would.
-                await send_reply(Reply(200, _blob_headers(digest, size)), receive, send, "HEAD")
-                return True
-            transfer = self.proxy.blobs.running(repo, digest)
-            if transfer is None:
+            while True:
+                elsewhere = await self._stored_elsewhere(digest)
+                if read.method == "HEAD" or elsewhere:
+                    size = await client.blob_size(target.remote, digest)
+                    if elsewhere:
+                        await repo.blobs.link(digest)  # Upstream has it here: no transfer.
+                        return False
+                    emit.blob_pulled(repo.name, digest, size)  # As the native read would.
+                    reply = Reply(200, _blob_headers(digest, size))
+                    await send_reply(reply, receive, send, "HEAD")
+                    return True
+                transfer = self.proxy.blobs.running(repo, digest)
+                if transfer is not None:
+                    break
+                claim = self.proxy.claims.try_claim(digest)
+                if claim is None:
+                    # Another worker (or repository) fetches it: wait, then look again.
+                    await self.proxy.claims.wait(digest)
+                    if await repo.blobs.is_linked(digest):
+                        return False
+                    continue
+                if await self._stored_elsewhere(digest):  # Stored just before the claim.
+                    claim.release()
+                    continue
                 # A range waits for the stored copy; a whole GET is streamed as it comes.
                 streamed = read.header(b"range") is None
                 transfer = self.proxy.blobs.start(
-                    repo, client, target.remote, digest, listen=streamed
+                    repo, client, target.remote, digest, listen=streamed, claim=claim
                 )
                 if transfer.spool is not None:
                     await self._stream(receive, send, repo, transfer, digest, transfer.spool)
                     return True
+                break
             await asyncio.shield(transfer.done)
         except UpstreamError as error:
             _log_failure(f"{repo.name}@{digest}", error)

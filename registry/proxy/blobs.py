@@ -19,9 +19,11 @@ error to any client) rather than with a complete wrong body; the store finishes 
 own time. Memory is bounded for a blob of any size: past their ``memory`` bytes, the
 spools spill to files.
 
-Other requests for the same blob in this worker wait for the transfer and are then
-served from storage (they never fetch it again). Sharing the stream would give them
-bytes sooner, but needs a spool per client; waiting is bounded and simple.
+Other requests for the same blob wait for the transfer and are then served from
+storage (they never fetch it again): in this worker through the running transfer, in
+other workers (or for another repository) through the blob's claim (:mod:`.claims`).
+Sharing the stream would give them bytes sooner, but needs a spool per client;
+waiting is bounded and simple.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import httpx
 from ..reference import Digest
 from ..storage import Repository
 from ..storage.errors import DigestMismatchError, SizeMismatchError, UploadUnknownError
+from .claims import Claim
 from .client import UpstreamClient, content_length
 from .errors import UpstreamError, UpstreamInvalidError, UpstreamUnavailableError
 from .hashing import INLINE_HASH, RelayHasher
@@ -86,9 +89,16 @@ class BlobPuller:
         return self.transfers.get((repo.name, digest))
 
     def start(
-        self, repo: Repository, client: UpstreamClient, remote: str, digest: Digest, listen: bool
+        self,
+        repo: Repository,
+        client: UpstreamClient,
+        remote: str,
+        digest: Digest,
+        listen: bool,
+        claim: Claim,
     ) -> Transfer:
-        """A new transfer; ``listen``: the caller streams it from ``transfer.spool``."""
+        """A new transfer; ``listen``: the caller streams it from ``transfer.spool``.
+        ``claim`` is released when the transfer ends, stored or failed."""
         key = (repo.name, digest)
         transfer = Transfer(spool=Spool() if listen else None)
         self.transfers[key] = transfer
@@ -96,6 +106,7 @@ class BlobPuller:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(lambda _: self.transfers.pop(key, None))
+        task.add_done_callback(lambda _: claim.release())
         return transfer
 
     async def close(self, grace: float = CLOSE_GRACE) -> None:

@@ -11,6 +11,7 @@ import httpx
 
 from ..config import ProxyConfig
 from .blobs import BlobPuller
+from .claims import Claims
 from .client import UpstreamClient
 from .observer import Observer, ignore
 from .routing import Target, route
@@ -49,15 +50,19 @@ def _read_larger_pieces() -> None:
 @dataclass
 class PullThrough:
     config: ProxyConfig
+    claims_folder: str | None = None
+    """Where this server's workers claim the blobs they fetch (None: this process only)."""
     clients: dict[str, UpstreamClient] = field(init=False)
     """By prefix ("" for registry:2's ``proxy.remoteurl``)."""
     blobs: BlobPuller = field(default_factory=BlobPuller)
     observe: Observer = ignore
     http: httpx.AsyncClient = field(init=False)
+    claims: Claims = field(init=False)
 
     def __post_init__(self) -> None:
         _read_larger_pieces()
         _load_network_code()
+        self.claims = Claims(self.claims_folder)
         # httpx strips Authorization on a redirect to another host (Docker Hub's CDN).
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
@@ -85,3 +90,4 @@ class PullThrough:
     async def close(self) -> None:
         await self.blobs.close()
         await self.http.aclose()
+        self.claims.close()

@@ -183,6 +183,41 @@ def test_concurrent_pulls_of_a_missing_blob_fetch_it_once(
         assert ranged.content == big[10:20]
 
 
+def test_concurrent_pulls_in_several_workers_and_repositories_fetch_a_blob_once(
+    basic_upstream: BasicUpstream, registry_factory: Callable[..., RegistryProcess]
+) -> None:
+    """The kernel hands connections to any worker, and two images share a layer: still
+    one transfer from upstream (the others wait for it and are served from storage)."""
+    shared = os.urandom(8 * 1024 * 1024)
+    repos = [REPO, "team/other"]
+    with basic_upstream.client() as upstream:
+        digests = {push_blob(upstream, repo, shared) for repo in repos}
+    (digest,) = digests
+    registry = registry_factory(proxy_section(basic_upstream.url), workers=2)
+    clients = 16
+    start = threading.Barrier(clients)
+    results: list[tuple[str, int, str]] = []
+
+    def pull(repo: str) -> None:
+        with client_of(registry) as client:
+            assert client.get("/v2/").status_code == 200  # Connected before the race.
+            start.wait()
+            response = client.get(f"/v2/{repo}/blobs/{digest}")
+            results.append((repo, response.status_code, digest_of(response.content)))
+
+    threads = [threading.Thread(target=pull, args=(repos[i % 2],)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == sorted((repos[i % 2], 200, digest) for i in range(clients))
+    fetched = basic_upstream.requests(f'GET /v2/team/app/blobs/{digest} HTTP/1.1" 200')
+    fetched += basic_upstream.requests(f'GET /v2/team/other/blobs/{digest} HTTP/1.1" 200')
+    assert len(fetched) == 1, fetched
+    wait_stored(registry, REPO, [digest])
+    wait_stored(registry, "team/other", [digest])
+
+
 def test_a_blob_head_on_a_miss_asks_upstream_and_stores_nothing(
     basic_upstream: BasicUpstream, registry_factory: Callable[..., RegistryProcess]
 ) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from registry.config import ProxyUpstream
 from registry.proxy.blobs import BlobPuller, Transfer
+from registry.proxy.claims import Claims
 from registry.proxy.client import UpstreamClient
 from registry.proxy.errors import UpstreamInvalidError
 from registry.proxy.hashing import RelayHasher
@@ -110,9 +111,12 @@ class Pull:
         self.repo: Repository = self.store.repository(REMOTE)
         self.client = UpstreamClient(ProxyUpstream("http://upstream.test"), http)
         self.puller = BlobPuller()
+        self.claims = Claims(None)
 
     def start(self, digest: Digest, listen: bool = True) -> Transfer:
-        return self.puller.start(self.repo, self.client, REMOTE, digest, listen)
+        claim = self.claims.try_claim(digest)
+        assert claim is not None
+        return self.puller.start(self.repo, self.client, REMOTE, digest, listen, claim)
 
     async def stored(self, digest: Digest) -> bool:
         return await self.repo.blobs.is_linked(digest)
@@ -128,10 +132,12 @@ class Pull:
         while self.puller.tasks:
             await asyncio.wait(list(self.puller.tasks))
         assert self.puller.transfers == {}
+        assert os.listdir(self.claims.folder) == []  # Every claim released, stored or not.
 
     async def close(self) -> None:
         await self.puller.close()
         await self.client.http.aclose()
+        self.claims.close()
 
 
 async def _read(pieces: AsyncIterator[bytes], received: list[bytes]) -> None:
