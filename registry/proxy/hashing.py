@@ -3,7 +3,8 @@
 The client's last piece waits until the digest of everything is known to match. Taken
 from the store, it would make the client wait for every byte to be written; computed
 here, in a thread of its own fed piece by piece (no trip through the event loop per
-piece), it keeps up with the relay. The store still verifies what it keeps on its own.
+piece), it keeps up with the relay. The store compares this digest with the one asked
+for before it keeps the blob (it does not hash the pieces again).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -183,14 +183,18 @@ class Uploads:
         body: AsyncIterable[bytes],
         start: int | None,
         length: int | None,
+        *,
+        hash_body: bool = True,
     ) -> UploadSession:
         if start is not None and start != writer.size:
             raise UploadRangeError(writer.size, start)
         path = paths.upload_data(self.name, upload_id)
         hasher = self.hashers.take(upload_id)
-        if hasher.offset > writer.size:
+        if not hash_body:
+            hasher = _Hasher(-1, hasher.hash)  # Never in step: written only, not kept.
+        elif hasher.offset > writer.size:
             hasher = _Hasher(0, hashlib.sha256())  # Ahead of a file rolled back elsewhere.
-        if hasher.offset < writer.size:
+        if 0 <= hasher.offset < writer.size:
             # Another worker took the chunks since this hasher's offset: hash them from disk.
             await _hash_file(
                 self.driver, path, hasher.hash, hasher.offset, writer.size - hasher.offset
@@ -253,20 +257,30 @@ class Uploads:
         *,
         start: int | None = None,
         length: int | None = None,
+        hashed: Awaitable[Digest] | None = None,
     ) -> BlobInfo:
         """Append the last chunk, verify the digest, move into the store, link, clean up.
 
         All under the session's writer, so no chunk can slip in between the digest
         check and the move; a failure before the move leaves the session as it was.
+
+        ``hashed``: the digest of ``body``'s pieces, computed by the caller as it gave
+        them (a blob pulled through is hashed beside its relay to the client): the
+        session then only writes, and compares that digest. Used only when ``body`` is
+        the whole blob (an empty session); otherwise the session hashes as usual.
         """
         writer = await self._open(upload_id)
         data_path = paths.upload_data(self.name, upload_id)
+        trusted = hashed is not None and body is not None and writer.size == 0
         try:
             if body is not None:
-                await self._append(writer, upload_id, body, start, length)
+                await self._append(writer, upload_id, body, start, length, hash_body=not trusted)
             size = writer.size
             try:
-                actual = await self._digest(upload_id, data_path, size, digest.algorithm)
+                if trusted and hashed is not None:
+                    actual = await hashed
+                else:
+                    actual = await self._digest(upload_id, data_path, size, digest.algorithm)
                 if actual != digest:
                     raise DigestMismatchError(str(digest), str(actual))
             except PathNotFoundError:

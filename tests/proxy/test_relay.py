@@ -243,6 +243,27 @@ async def test_a_wrong_digest_never_gives_the_client_the_last_piece(size: int) -
     await pull.close()
 
 
+@pytest.mark.parametrize("listen", [True, False], ids=["client-gone", "range-request"])
+async def test_a_wrong_digest_is_not_stored_when_no_client_reads(listen: bool) -> None:
+    """The store compares the relay's digest and does not hash again: the relay hashes
+    every piece whether a client still reads (gone mid-way) or none ever did (a range
+    request waits for the stored copy)."""
+    blob = os.urandom(9 * MIB)
+    wrong = blob[:-1] + bytes([blob[-1] ^ 0xFF])
+    digest = _digest(blob)
+    pull = Pull(GatedDriver(), _upstream(wrong))
+    transfer = pull.start(digest, listen=listen)
+    if transfer.spool is not None:
+        pieces = transfer.spool.pieces()
+        assert await anext(pieces)
+        await pieces.aclose()  # The client went away.
+    with pytest.raises(UpstreamInvalidError, match="digest"):
+        await asyncio.wait_for(asyncio.shield(transfer.done), 60)
+    await pull.ended()
+    await _nothing_stored(pull, digest)
+    await pull.close()
+
+
 async def test_a_client_gone_mid_way_leaves_the_store_to_finish() -> None:
     blob = os.urandom(12 * MIB)
     digest = _digest(blob)

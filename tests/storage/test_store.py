@@ -352,6 +352,50 @@ async def test_digest_mismatch_with_last_chunk(store: Store) -> None:
         await repo.blobs.stat(digest_of(b"part one part 2"))
 
 
+def _ready(digest: Digest) -> asyncio.Future[Digest]:
+    """A digest already known (the relay hands over a future; an unawaited one is fine)."""
+    future: asyncio.Future[Digest] = asyncio.get_running_loop().create_future()
+    future.set_result(digest)
+    return future
+
+
+async def test_a_digest_the_caller_computed_is_compared_not_recomputed(store: Store) -> None:
+    """A blob pulled through is hashed beside its relay: the session only writes it."""
+    repo = store.repository("a")
+    content = b"pulled through"
+    session = await repo.uploads.start()
+    hashed = _ready(digest_of(content))
+    await repo.uploads.complete(session.id, digest_of(content), body(content), hashed=hashed)
+    assert await read_blob(store, digest_of(content)) == content
+    assert await repo.blobs.is_linked(digest_of(content))
+    # The caller's digest is what counts: one that differs from the one asked for is a
+    # mismatch, whatever the bytes, and nothing is kept.
+    other = b"other bytes"
+    session = await repo.uploads.start()
+    with pytest.raises(DigestMismatchError):
+        await repo.uploads.complete(
+            session.id, digest_of(other), body(other), hashed=_ready(digest_of(b"corrupt"))
+        )
+    with pytest.raises(BlobUnknownError):
+        await store.blobs.stat(digest_of(other))
+    assert not await repo.blobs.is_linked(digest_of(other))
+
+
+async def test_a_callers_digest_is_ignored_for_a_session_that_has_chunks(store: Store) -> None:
+    """It covers only the pieces given with it: a session with earlier chunks is hashed."""
+    repo = store.repository("a")
+    session = await repo.uploads.start()
+    await repo.uploads.append(session.id, body(b"part one "))
+    wrong = _ready(digest_of(b"part two"))
+    with pytest.raises(DigestMismatchError):
+        await repo.uploads.complete(
+            session.id, digest_of(b"part two"), body(b"part two"), hashed=wrong
+        )
+    whole = digest_of(b"part one part two")
+    await repo.uploads.complete(session.id, whole, body(b"part two"), hashed=_ready(whole))
+    assert await read_blob(store, whole) == b"part one part two"
+
+
 async def test_upload_range_errors(store: Store) -> None:
     repo = store.repository("a")
     session = await repo.uploads.start()
