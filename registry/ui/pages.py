@@ -225,7 +225,7 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             "repositories.html",
             page=Page(summaries, next_last),
             search=search,
-            last=last,
+            first_url=_with(base + "/", q=search) if last else None,
             next_url=_with(base + "/", q=search, last=next_last) if next_last else None,
         )
 
@@ -253,6 +253,7 @@ def register_ui(app: Quart, services: Services, secret: bytes | None) -> None:
             summary=summary,
             host=pull_host(),
             may_delete=may_delete(name),
+            first_url=_with(f"{base}/repository", name=name) if last else None,
             next_url=_with(f"{base}/repository", name=name, last=next_last) if next_last else None,
             deleted=query("deleted"),
         )

@@ -34,6 +34,11 @@ def listed(page: httpx.Response) -> list[str]:
     return [html.unescape(name) for name in ROW_RE.findall(page.text)]
 
 
+def first_link(page: httpx.Response) -> str | None:
+    found = re.search(r'<a href="([^"]+)">First page</a>', page.text)
+    return html.unescape(found.group(1)) if found else None
+
+
 def next_link(page: httpx.Response) -> str | None:
     found = re.search(r'<a href="([^"]+)" rel="next"', page.text)
     return html.unescape(found.group(1)) if found else None
@@ -129,6 +134,11 @@ def test_repositories_page_and_search(api: httpx.Client, browser_like: httpx.Cli
     while url is not None:
         page = browser_like.get(url)
         assert page.status_code == 200
+        # Every page after the first leads back to it, with the search kept.
+        back = first_link(page)
+        assert (back is None) == (pages == 0)
+        if back is not None:
+            assert listed(browser_like.get(back)) == names[:50]
         rows = listed(page)
         assert 0 < len(rows) <= 50
         seen += rows
@@ -169,6 +179,9 @@ def test_tags_are_paged_and_show_size_platforms_and_created(
     second = browser_like.get(second_url)
     assert listed(second) == [f"t{index:03d}" for index in range(50, 75)] + ["zz-multi"]
     assert next_link(second) is None
+    assert first_link(first) is None
+    back = first_link(second)
+    assert back is not None and listed(browser_like.get(back)) == listed(first)
     multi = second.text.split('data-tag="zz-multi"')[1].split("</tr>")[0]
     assert "linux/arch0, linux/arch1" in multi
     index_page = browser_like.get("/ui/image", params={"name": "tags/many", "digest": index_digest})
