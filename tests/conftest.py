@@ -173,20 +173,16 @@ def registry_factory(tmp_path: Path) -> Iterator[type[RegistryProcess] | object]
         process.stop()
 
 
+def plain_registry(workdir: Path, workers: int = 1) -> RegistryProcess:
+    """A started registry with deletes enabled and nothing else special (stop it after)."""
+    storage = {"filesystem": {"rootdirectory": str(workdir / "data")}, "delete": {"enabled": True}}
+    return RegistryProcess(workdir, {"storage": storage}, workers=workers).start()
+
+
 @pytest.fixture(scope="session")
 def shared_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     """One registry (deletes enabled) for the tests that need nothing special."""
-    workdir = tmp_path_factory.mktemp("shared-registry")
-    process = RegistryProcess(
-        workdir,
-        {
-            "storage": {
-                "filesystem": {"rootdirectory": str(workdir / "data")},
-                "delete": {"enabled": True},
-            }
-        },
-    )
-    process.start()
+    process = plain_registry(tmp_path_factory.mktemp("shared-registry"))
     yield process
     process.stop()
 

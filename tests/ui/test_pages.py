@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.access import USERS, BearerAuth, htpasswd_config, token_config, write_htpasswd
-from tests.conftest import RegistryProcess
+from tests.conftest import RegistryProcess, plain_registry
 from tests.pushing import ACCEPT_MANIFESTS, push_blob, push_image, push_index
 
 CSRF_RE = re.compile(r'name="csrf(?:-token)?" (?:value|content)="([^"]+)"')
@@ -46,18 +46,7 @@ def next_link(page: httpx.Response) -> str | None:
 
 @pytest.fixture(scope="module")
 def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    workdir = tmp_path_factory.mktemp("ui-open")
-    process = RegistryProcess(
-        workdir,
-        {
-            "storage": {
-                "filesystem": {"rootdirectory": str(workdir / "data")},
-                "delete": {"enabled": True},
-            }
-        },
-        workers=2,
-    )
-    process.start()
+    process = plain_registry(tmp_path_factory.mktemp("ui-open"), workers=2)
     yield process
     process.stop()
 
