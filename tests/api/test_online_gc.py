@@ -12,6 +12,7 @@ clients stop, the store must hold exactly the blobs the kept images reach.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -74,6 +75,27 @@ def stored_blobs(registry: RegistryProcess) -> set[str]:
     """Digests of the blob data in the store (hidden content is not in it)."""
     base = registry.root / V2 / "blobs" / "sha256"
     return {f"sha256:{path.parent.name}" for path in _files(base) if path.name == "data"}
+
+
+def explain(registry: RegistryProcess, digests: set[str]) -> list[str]:
+    """For a failure message: each blob left behind, its age, and every link naming it
+    (which repository's layer, manifest revision, tag or referrer) and the log lines
+    that mention it, so an intermittent miss can be read after the fact."""
+    now = time.time()
+    lines = []
+    repositories = registry.root / V2 / "repositories"
+    for digest in sorted(digests)[:5]:
+        hex_part = digest.split(":", 1)[1]
+        data = registry.root / V2 / "blobs" / "sha256" / hex_part[:2] / hex_part / "data"
+        with contextlib.suppress(OSError):
+            lines.append(
+                f"{digest}: {data.stat().st_size} bytes, {now - data.stat().st_mtime:.1f}s old"
+            )
+        for link in _files(repositories):
+            if link.name == "link" and (hex_part in str(link) or link.read_text() == digest):
+                lines.append(f"  named by {link.relative_to(repositories)}")
+        lines += [f"  log: {line}" for line in registry.log().splitlines() if hex_part in line][-5:]
+    return lines
 
 
 def hidden_files(registry: RegistryProcess) -> list[Path]:
@@ -487,7 +509,8 @@ def test_stress_collection_while_clients_push_and_pull(registry_factory: Factory
         registry, lambda: stored_blobs(registry) == expected and not hidden_files(registry), 3
     )
     extra, missing = stored_blobs(registry) - expected, expected - stored_blobs(registry)
-    assert collected, f"seed {seed}: {len(extra)} not collected, {len(missing)} missing"
+    summary = f"seed {seed}: {len(extra)} not collected, {len(missing)} missing"
+    assert collected, "\n".join([summary, *explain(registry, extra | missing)])
     log = registry.log()
     deleted = sum(int(n) for n in re.findall(r"deleted (\d+) blobs", log))
     restored = sum(int(n) for n in re.findall(r"(\d+) put back", log))
