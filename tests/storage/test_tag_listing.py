@@ -26,6 +26,14 @@ async def _tag(driver: FilesystemDriver, name: str) -> None:
     await driver.put_content(f"{TAGS}/{name}/current/link", LINK)
 
 
+async def _tagged(root: Path, count: int = COUNT) -> FilesystemDriver:
+    """A driver on ``root`` whose repository has ``count`` tags."""
+    driver = FilesystemDriver(str(root))
+    for name in _names(count):
+        await _tag(driver, name)
+    return driver
+
+
 def _settle(root: Path) -> None:
     """As if the last tag was made a minute ago."""
     folder = root / TAGS.lstrip("/")
@@ -54,9 +62,7 @@ async def _listed(driver: FilesystemDriver) -> list[str]:
 async def test_a_settled_folder_is_checked_once_then_kept(
     tmp_path: Path, checks: list[int]
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
-    for name in _names(COUNT):
-        await _tag(driver, name)
+    driver = await _tagged(tmp_path)
     _settle(tmp_path)
     assert await _listed(driver) == _names(COUNT)
     assert await _listed(driver) == _names(COUNT)
@@ -66,18 +72,14 @@ async def test_a_settled_folder_is_checked_once_then_kept(
 async def test_a_folder_changed_just_now_is_checked_each_time(
     tmp_path: Path, checks: list[int]
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
-    for name in _names(COUNT):
-        await _tag(driver, name)
+    driver = await _tagged(tmp_path)
     assert await _listed(driver) == _names(COUNT)
     assert await _listed(driver) == _names(COUNT)
     assert checks == [COUNT, COUNT]
 
 
 async def test_tags_made_and_deleted_after_a_kept_listing_show(tmp_path: Path) -> None:
-    driver = FilesystemDriver(str(tmp_path))
-    for name in _names(COUNT):
-        await _tag(driver, name)
+    driver = await _tagged(tmp_path)
     _settle(tmp_path)
     assert await _listed(driver) == _names(COUNT)
     await _tag(driver, "zz-new")  # Another process, or this one: the folder's time moves.
@@ -94,9 +96,7 @@ async def test_tags_made_and_deleted_after_a_kept_listing_show(tmp_path: Path) -
 async def test_a_folder_made_before_its_link_is_listed_once_the_link_is_there(
     tmp_path: Path, checks: list[int]
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
-    for name in _names(COUNT):
-        await _tag(driver, name)
+    driver = await _tagged(tmp_path)
     os.makedirs(tmp_path / TAGS.lstrip("/") / "t-crashed" / "current")
     _settle(tmp_path)
     assert await _listed(driver) == _names(COUNT)  # No link: not a tag.
@@ -107,9 +107,7 @@ async def test_a_folder_made_before_its_link_is_listed_once_the_link_is_there(
 
 
 async def test_a_repository_deleted_and_made_again_is_listed_afresh(tmp_path: Path) -> None:
-    driver = FilesystemDriver(str(tmp_path))
-    for name in _names(COUNT):
-        await _tag(driver, name)
+    driver = await _tagged(tmp_path)
     _settle(tmp_path)
     assert await _listed(driver) == _names(COUNT)
     await driver.delete("/docker/registry/v2/repositories/big")
