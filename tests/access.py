@@ -18,7 +18,6 @@ import httpx
 
 from registry.api.routes import match
 from registry.auth import htpasswd
-from tests.services import ports
 from tools.certs import ensure_token_key
 
 SERVICE = "registry.test"
@@ -88,11 +87,6 @@ def token_config(
         "htpasswd": str(write_htpasswd(folder / "htpasswd")),
     }
     return {"auth": {"token": token}, "access": section}
-
-
-def free_port() -> int:
-    """A port for a server to bind: below the ephemeral range and this xdist worker's own."""
-    return ports.free_port()
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -15,13 +15,7 @@ import httpx
 import yaml
 
 from tests.e2e.needs import require
-from tests.services import ports
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for a server to bind: below the ephemeral range and this
-    xdist worker's own (tests/services/ports.py)."""
-    return ports.free_port()
+from tests.services.ports import free_port
 
 
 def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from registry.server import EARLY_EXIT
 from tests.access import USERS, htpasswd_config
 from tests.conftest import RegistryProcess
-from tests.go_registry import GoRegistry, free_port
+from tests.go_registry import GoRegistry
 from tests.pushing import (
     ACCEPT_MANIFESTS,
     OCI_MANIFEST,
@@ -38,6 +38,7 @@ from tests.pushing import (
     start_upload,
     with_query,
 )
+from tests.services.ports import free_port
 
 Factory = Callable[..., RegistryProcess]
 Labels = frozenset[tuple[str, str]]

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.pushing import digest_of
-from tests.services.redis import free_port
+from tests.services.ports import free_port
 
 SECRET = "outage-secret-key-never-shown-0123456789"
 

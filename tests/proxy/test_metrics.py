@@ -8,10 +8,10 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.access import free_port
 from tests.conftest import RegistryProcess
 from tests.proxy.conftest import BasicUpstream, client_of, proxy_section, wait_stored
 from tests.pushing import push_image
+from tests.services.ports import free_port
 
 
 def _samples(url: str) -> dict[tuple[str, str], float]:

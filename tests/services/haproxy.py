@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.needs import require
 from tests.services.ceph import _dying_with_parent
-from tests.services.redis import free_port
+from tests.services.ports import free_port
 
 PACKAGE = "haproxy"
 

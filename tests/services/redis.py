@@ -25,16 +25,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.needs import require
-from tests.services import ports
 from tests.services.ceph import _dying_with_parent
+from tests.services.ports import free_port
 
 PACKAGE = "redis-server"
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1, below Linux's ephemeral range (32768 and up) so no
-    client connection takes it while a test has Redis stopped; this xdist worker's own."""
-    return ports.free_port()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from registry.storage.driver.cached import CachedDriver, MemoryStatCache, Miss, 
 from registry.storage.driver.factory import storage_identity
 from registry.storage.driver.filesystem import FilesystemDriver
 from registry.storage.redis_cache import RedisStatCache, check_tls_files, namespace_for
-from tests.services.redis import RedisServer, RedisTLSFiles, free_port, require_redis
+from tests.services.ports import free_port
+from tests.services.redis import RedisServer, RedisTLSFiles, require_redis
 
 LOGGER = "registry.storage.redis_cache"
 
