@@ -40,12 +40,12 @@ import pytest
 
 from tests.access import USERS, BearerAuth, htpasswd_config, parse_challenge, token_config
 from tests.conftest import RegistryProcess
-from tests.services.locks import machine_lock
 from tools.certs import ensure_server_certificate
 
 from .clients import access_lines, query
 from .conftest import DockerEngine, busybox_tar
 from .netns import NetworkNamespace, network_namespace
+from .test_tls_engines import docker_certs_d
 from .token_issuer import ExternalTokenIssuer, certificate, claims, ec_key, sign, x5c
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +53,6 @@ pytestmark = pytest.mark.e2e
 MODES = ("htpasswd", "token")
 DENIED = "denied: requested access to the resource is denied"
 CLEAR_TEXT = "passwords and tokens would cross the network in clear text"
-DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 
 #: The rules of the registries the per-repository tests use.
 POLICY: dict[str, object] = {
@@ -446,25 +445,12 @@ def namespace() -> Iterator[NetworkNamespace]:
 
 @contextlib.contextmanager
 def docker_trusts(entry: str, ca_cert: Path) -> Iterator[None]:
-    """``/etc/docker/certs.d/ENTRY/ca.crt`` (what dockerd reads at every request); removed after.
-
-    As tests/e2e/test_tls_engines.py does: only that folder is ours, and
-    ``/etc/docker/certs.d`` and ``/etc/docker`` are removed when we made them.
-    """
-    target = DOCKER_CERTS_D / entry
-    # One test process at a time: another's folders would not be ours to remove.
-    with machine_lock(str(DOCKER_CERTS_D)):
-        assert not target.exists(), f"{target} exists: it is not ours to replace"
-        made = [folder for folder in (DOCKER_CERTS_D.parent, DOCKER_CERTS_D) if not folder.exists()]
-        try:
-            target.mkdir(parents=True)
-            shutil.copy(ca_cert, target / "ca.crt")
-            yield
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
-            for folder in reversed(made):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+    """``/etc/docker/certs.d/ENTRY/ca.crt`` (what dockerd reads at every request); removed
+    after, as tests/e2e/test_tls_engines.py's ``docker_certs_d`` removes what it made."""
+    with docker_certs_d(entry) as target:
+        target.mkdir(parents=True)
+        shutil.copy(ca_cert, target / "ca.crt")
+        yield
 
 
 def free_port_in(netns: NetworkNamespace) -> int:
