@@ -3,7 +3,7 @@ registry (distribution 2.8.2) in proxy mode, in one run, as ratios.
 
     python bench/proxy.py [--layers 4] [--layer-mib 32] [--rounds 3 | --quick]
                           [--duration 5] [--workers 0] [--upstream-auth token|none]
-                          [--json FILE]
+                          [--upstream-link RATE] [--json FILE]
 
 The upstream is a Go registry holding one image (``--layers`` layers of ``--layer-mib``
 MiB of random data and a config, pushed here). With ``--upstream-auth token`` (the
@@ -35,6 +35,13 @@ Measures, each round (median of ``--rounds``), every proxy on a fresh cache fold
 Besides the table of medians, it prints each round's own cold-pull ratios (ours against
 the others measured in that round, seconds apart) and their median: on a machine whose
 load moves, steadier than the ratio of medians.
+
+``--upstream-link 1gbit`` (any rate ``tc`` reads) puts the upstream behind a link of
+that rate, as a hub is behind the internet: the run goes on in a network namespace of
+its own (``unshare --net``, so as root), whose loopback shapes what the upstream's port
+sends (an ``htb`` class); the direct pull and both proxies' upstream transfers share
+that rate, what the proxies send their clients does not. No added latency (this
+machine's kernel has no ``netem``).
 
 Everything runs on this machine: clients, upstream, token service and proxies share
 its cores. Every process started here dies with it (a parent-death signal) and is
@@ -83,6 +90,35 @@ PULLS = {
 }
 #: Columns: ours (ttl 0), ours with ttl 10m (only the tag GETs), the Go proxy, direct.
 COLUMNS = ("ours", "ours ttl 10m", "go proxy", "direct")
+
+
+#: Set in the environment of the run that :func:`own_network` started in a namespace.
+NAMESPACED = "REGISTRY_BENCH_NAMESPACED"
+
+
+def own_network() -> None:
+    """Run this benchmark again in a network namespace of its own, with loopback up."""
+    if os.environ.get(NAMESPACED) == "1":
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        return
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("tc") is None:
+        raise SystemExit("--upstream-link needs root, unshare and tc (apt-get install iproute2)")
+    sys.stdout.flush()
+    command = ["unshare", "--net", sys.executable, *sys.argv]
+    os.execvpe("unshare", command, {**os.environ, NAMESPACED: "1"})
+
+
+def shape(port: int, rate: str) -> None:
+    """What the loopback sends from ``port`` goes at ``rate`` at most; the rest unshaped
+    (``htb`` sends unclassified packets directly)."""
+
+    def tc(*words: str) -> None:
+        subprocess.run(["tc", *words], check=True, capture_output=True)
+
+    tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb")
+    tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", rate)
+    match = ["u32", "match", "ip", "sport", str(port), "0xffff", "flowid", "1:1"]
+    tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", *match)
 
 
 class Upstream:
@@ -420,8 +456,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--workers", type=int, default=0, help="our workers (0: one per CPU)")
     parser.add_argument("--upstream-auth", choices=("token", "none"), default="token")
+    parser.add_argument(
+        "--upstream-link", metavar="RATE", help="the upstream behind a link of RATE (tc's units)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.upstream_link:
+        own_network()
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
     for tool in ("curl", "wrk", "docker-registry"):
         if shutil.which(tool) is None:
@@ -436,6 +477,8 @@ def main() -> int:
     try:
         upstream = Upstream(folder, args.upstream_auth)
         with running(*upstream.servers()):
+            if args.upstream_link:
+                shape(upstream.go.port, args.upstream_link)
             layers = [os.urandom(args.layer_mib * 2**20) for _ in range(args.layers)]
             with httpx.Client(
                 base_url=upstream.url, headers=upstream.authorization("pull,push"), timeout=300
@@ -469,7 +512,8 @@ def main() -> int:
     }
     print(
         f"\nmedian of {rounds} round(s); image: {args.layers} x {args.layer_mib} MiB layers "
-        f"+ config; upstream auth {args.upstream_auth}; our workers "
+        f"+ config; upstream auth {args.upstream_auth}; upstream link "
+        f"{args.upstream_link or 'loopback, unshaped'}; our workers "
         f"{args.workers or os.cpu_count()}; wrk {duration} s; load average at the end "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; {time.monotonic() - started:.0f} s\n"
     )
