@@ -109,7 +109,12 @@ def create_app(
 
         folder = run_folder()
         claims = os.path.join(folder, "proxy-claims") if folder is not None else None
-        proxy = PullThrough(config.proxy, claims)
+        leases = None
+        if config.storage.cache.blobdescriptor == "redis":
+            from .proxy.leases import leases_for  # redis-py: only where it is configured.
+
+            leases = leases_for(store.driver)
+        proxy = PullThrough(config.proxy, claims, leases)
     app.extensions[EXTENSION] = Services(
         config=config, store=store, access=access, notifier=notifier, proxy=proxy
     )

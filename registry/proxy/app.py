@@ -230,7 +230,7 @@ class PullThroughApp:
                 transfer = self.proxy.blobs.running(repo, digest)
                 if transfer is not None:
                     break
-                claim = self.proxy.claims.try_claim(digest)
+                claim = await self.proxy.claims.try_claim(digest)
                 if claim is None:
                     # Another worker (or repository) fetches it: wait, then look again.
                     await self.proxy.claims.wait(digest)
@@ -238,7 +238,7 @@ class PullThroughApp:
                         return False
                     continue
                 if await self._stored_elsewhere(digest):  # Stored just before the claim.
-                    claim.release()
+                    await claim.release()
                     continue
                 # A range waits for the stored copy; a whole GET is streamed as it comes.
                 streamed = read.header(b"range") is None

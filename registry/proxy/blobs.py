@@ -56,6 +56,13 @@ STORE_MEMORY = 16 * 1024 * 1024
 CLOSE_GRACE = 5.0
 
 
+async def _released_after(work: Coroutine[Any, Any, None], claim: Claim) -> None:
+    try:
+        await work
+    finally:
+        await claim.release()
+
+
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """A failure nobody waited for is not reported as never retrieved."""
     if not future.cancelled():
@@ -103,11 +110,11 @@ class BlobPuller:
         key = (repo.name, digest)
         transfer = Transfer(spool=Spool() if listen else None)
         self.transfers[key] = transfer
-        task = asyncio.create_task(self._transfer(transfer, repo, client, remote, digest))
+        work = self._transfer(transfer, repo, client, remote, digest)
+        task = asyncio.create_task(_released_after(work, claim))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(lambda _: self.transfers.pop(key, None))
-        task.add_done_callback(lambda _: claim.release())
         return transfer
 
     async def close(self, grace: float = CLOSE_GRACE) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpcore
 import httpx
@@ -15,6 +16,9 @@ from .claims import Claims
 from .client import UpstreamClient
 from .observer import Observer, ignore
 from .routing import Target, route
+
+if TYPE_CHECKING:  # redis-py: only where Redis is configured.
+    from .leases import Leases
 
 #: How long an upstream may take: to connect, and between two pieces of an answer.
 CONNECT_TIMEOUT = 10.0
@@ -52,6 +56,8 @@ class PullThrough:
     config: ProxyConfig
     claims_folder: str | None = None
     """Where this server's workers claim the blobs they fetch (None: this process only)."""
+    leases: Leases | None = None
+    """Claims shared with other instances on the same storage (Redis), if configured."""
     clients: dict[str, UpstreamClient] = field(init=False)
     """By prefix ("" for registry:2's ``proxy.remoteurl``)."""
     blobs: BlobPuller = field(default_factory=BlobPuller)
@@ -62,7 +68,7 @@ class PullThrough:
     def __post_init__(self) -> None:
         _read_larger_pieces()
         _load_network_code()
-        self.claims = Claims(self.claims_folder)
+        self.claims = Claims(self.claims_folder, self.leases)
         # httpx strips Authorization on a redirect to another host (Docker Hub's CDN).
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),

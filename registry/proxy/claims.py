@@ -11,8 +11,9 @@ there by then, and is served from it.
 ``flock`` locks belong to an open file and go with it, so a worker that crashes
 mid-transfer frees its claims at once. The file is removed when the claim ends; a
 waiter that locked the removed file notices (its inode is no longer the path's) and
-claims again. Instances on shared storage each have their own folder: at most one
-transfer per instance.
+claims again. Instances on shared storage each have their own folder: with Redis in
+the config, a claim also takes a lease there (:mod:`.leases`), one transfer for all of
+them; without, at most one per instance.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..reference import Digest
+
+if TYPE_CHECKING:  # redis-py: only where Redis is configured.
+    from .leases import Lease, Leases
 
 #: Seconds between two looks at a claim another process holds: short at first (a small
 #: blob is stored within milliseconds), longer while a large one is still coming.
@@ -39,8 +44,16 @@ class Claim:
 
     path: str
     descriptor: int | None
+    leases: Leases | None = None
+    lease: Lease | None = None
 
-    def release(self) -> None:
+    async def release(self) -> None:
+        self.release_file()
+        lease, self.lease = self.lease, None
+        if lease is not None and self.leases is not None:
+            await self.leases.release(lease)
+
+    def release_file(self) -> None:
         if self.descriptor is None:
             return
         # Removed before the lock is dropped: a process that opens the path afterwards
@@ -54,7 +67,8 @@ class Claim:
 class Claims:
     """The claims folder of this server's workers (or of one process: a folder of its own)."""
 
-    def __init__(self, folder: str | None) -> None:
+    def __init__(self, folder: str | None, leases: Leases | None = None) -> None:
+        self.leases = leases
         self._own = folder is None
         self.folder = tempfile.mkdtemp(prefix="registry-claims-") if folder is None else folder
         os.makedirs(self.folder, exist_ok=True)
@@ -62,8 +76,19 @@ class Claims:
     def _path(self, digest: Digest) -> str:
         return os.path.join(self.folder, f"{digest.algorithm}-{digest.hex}")
 
-    def try_claim(self, digest: Digest) -> Claim | None:
+    async def try_claim(self, digest: Digest) -> Claim | None:
         """The claim, or None if another transfer holds it (never waits)."""
+        claim = self._lock_file(digest)
+        if claim is None or self.leases is None:
+            return claim
+        lease = await self.leases.take(digest)
+        if lease is None:  # Another instance fetches it.
+            claim.release_file()
+            return None
+        claim.leases, claim.lease = self.leases, lease
+        return claim
+
+    def _lock_file(self, digest: Digest) -> Claim | None:
         path = self._path(digest)
         while True:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -88,10 +113,11 @@ class Claims:
         """Until nobody holds ``digest``'s claim (it may be taken again at once)."""
         delay = FIRST_POLL
         while True:
-            claim = self.try_claim(digest)
+            claim = self._lock_file(digest)
             if claim is not None:
-                claim.release()
-                return
+                claim.release_file()
+                if self.leases is None or not await self.leases.held(digest):
+                    return
             await asyncio.sleep(delay)
             delay = min(delay * 2, LAST_POLL)
 

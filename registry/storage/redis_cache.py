@@ -76,7 +76,7 @@ from redis.exceptions import RedisError
 from ..config import ConfigError, RedisConfig, RedisTLS
 from . import paths
 from .driver import FileInfo
-from .driver.cached import Miss, repository_of, scope_of
+from .driver.cached import CachedDriver, Miss, repository_of, scope_of
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -137,6 +137,19 @@ def _host_port(addr: str) -> tuple[str, int]:
 
 def _token() -> str:
     return secrets.token_hex(6)
+
+
+def shared_cache(driver: object) -> RedisStatCache | None:
+    """The Redis stat cache among ``driver``'s wrappers, if any: its connection and
+    namespace serve the catalog and the pull-through cache's leases too (one pool, one
+    warning per outage)."""
+    inner = driver
+    while True:
+        if isinstance(inner, CachedDriver) and isinstance(inner.cache, RedisStatCache):
+            return inner.cache
+        if not hasattr(inner, "inner"):
+            return None
+        inner = inner.inner
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -222,7 +235,8 @@ class RedisConnection:
         self._client: Redis | None = None
         self._on_connect: list[OnConnect] = []
         self._retry_at = 0.0
-        self._probing = False
+        #: Set while a caller connects; others may wait for it (``client(wait=True)``).
+        self._probe: asyncio.Event | None = None
         self._warned = False
         self._closed = False
 
@@ -240,14 +254,21 @@ class RedisConnection:
         client is dropped as if Redis had failed."""
         self._on_connect.append(work)
 
-    async def client(self) -> Redis | None:
+    async def client(self, *, wait: bool = False) -> Redis | None:
         """The client to use now; None: answer from storage (Redis down, or being retried
-        by another caller, or this connection closed)."""
+        by another caller, or this connection closed). ``wait``: while another caller
+        connects, wait for its outcome rather than answer None at once (for work that
+        should not go on alone while Redis may well be there: a lease)."""
         if self._client is not None:
             return self._client
-        if self._closed or self._probing or time.monotonic() < self._retry_at:
+        if self._probe is not None:
+            if wait:
+                await self._probe.wait()
+                return self._client
             return None
-        self._probing = True
+        if self._closed or time.monotonic() < self._retry_at:
+            return None
+        probe = self._probe = asyncio.Event()
         client = None
         try:
             client = await self._connect()
@@ -258,9 +279,11 @@ class RedisConnection:
                 await self._discard(client)
             await self.failed(error, None)
             return None
+        else:
+            self._client = client
         finally:
-            self._probing = False
-        self._client = client
+            self._probe = None
+            probe.set()
         if self._warned:
             self._warned = False
             log.info("redis cache: %s answers again; it is used again", self.addr)

@@ -76,9 +76,8 @@ from .blobs import exists
 from .catalog import repositories
 from .catalog_index import Keep, choose
 from .driver import StorageDriver
-from .driver.cached import CachedDriver
 from .driver.factory import storage_identity
-from .redis_cache import FAILURES, RedisConnection, RedisStatCache, namespace_for
+from .redis_cache import FAILURES, RedisConnection, namespace_for, shared_cache
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -143,13 +142,9 @@ class RedisCatalog:
     def for_driver(cls, driver: StorageDriver, config: Config) -> RedisCatalog:
         """The catalog of ``driver``'s storage, on the stat cache's connection where the
         driver has one (one pool, one warning per outage), else on one of its own."""
-        inner: object = driver
-        while True:
-            if isinstance(inner, CachedDriver) and isinstance(inner.cache, RedisStatCache):
-                return cls(driver, inner.cache.connection, inner.cache.namespace)
-            if not hasattr(inner, "inner"):
-                break
-            inner = inner.inner
+        cache = shared_cache(driver)
+        if cache is not None:
+            return cls(driver, cache.connection, cache.namespace)
         identity = storage_identity(config.storage.driver, config.storage.parameters)
         connection = RedisConnection.from_config(config.redis)
         return cls(driver, connection, namespace_for(identity), owned=True)

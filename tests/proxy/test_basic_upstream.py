@@ -35,6 +35,7 @@ from tests.pushing import (
     push_image,
     push_manifest,
 )
+from tests.services.redis import RedisServer
 
 REPO = "team/app"
 
@@ -183,39 +184,67 @@ def test_concurrent_pulls_of_a_missing_blob_fetch_it_once(
         assert ranged.content == big[10:20]
 
 
-def test_concurrent_pulls_in_several_workers_and_repositories_fetch_a_blob_once(
-    basic_upstream: BasicUpstream, registry_factory: Callable[..., RegistryProcess]
-) -> None:
-    """The kernel hands connections to any worker, and two images share a layer: still
-    one transfer from upstream (the others wait for it and are served from storage)."""
+def race_for_one_blob(upstream: BasicUpstream, registries: list[RegistryProcess]) -> None:
+    """16 clients, spread over ``registries`` and two repositories sharing the blob, ask
+    for it at once: each gets it, and the upstream sends it once."""
     shared = os.urandom(8 * 1024 * 1024)
     repos = [REPO, "team/other"]
-    with basic_upstream.client() as upstream:
-        digests = {push_blob(upstream, repo, shared) for repo in repos}
+    with upstream.client() as client:
+        digests = {push_blob(client, repo, shared) for repo in repos}
     (digest,) = digests
-    registry = registry_factory(proxy_section(basic_upstream.url), workers=2)
     clients = 16
     start = threading.Barrier(clients)
     results: list[tuple[str, int, str]] = []
 
-    def pull(repo: str) -> None:
-        with client_of(registry) as client:
+    def pull(number: int) -> None:
+        repo = repos[number % 2]
+        with client_of(registries[number // 2 % len(registries)]) as client:
             assert client.get("/v2/").status_code == 200  # Connected before the race.
             start.wait()
             response = client.get(f"/v2/{repo}/blobs/{digest}")
             results.append((repo, response.status_code, digest_of(response.content)))
 
-    threads = [threading.Thread(target=pull, args=(repos[i % 2],)) for i in range(clients)]
+    threads = [threading.Thread(target=pull, args=(number,)) for number in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sorted(results) == sorted((repos[i % 2], 200, digest) for i in range(clients))
-    fetched = basic_upstream.requests(f'GET /v2/team/app/blobs/{digest} HTTP/1.1" 200')
-    fetched += basic_upstream.requests(f'GET /v2/team/other/blobs/{digest} HTTP/1.1" 200')
+    fetched = upstream.requests(f'GET /v2/team/app/blobs/{digest} HTTP/1.1" 200')
+    fetched += upstream.requests(f'GET /v2/team/other/blobs/{digest} HTTP/1.1" 200')
     assert len(fetched) == 1, fetched
-    wait_stored(registry, REPO, [digest])
-    wait_stored(registry, "team/other", [digest])
+    for registry in registries:
+        wait_stored(registry, REPO, [digest])
+        wait_stored(registry, "team/other", [digest])
+
+
+def test_concurrent_pulls_in_several_workers_and_repositories_fetch_a_blob_once(
+    basic_upstream: BasicUpstream, registry_factory: Callable[..., RegistryProcess]
+) -> None:
+    """The kernel hands connections to any worker, and two images share a layer: still
+    one transfer from upstream (the others wait for it and are served from storage)."""
+    registry = registry_factory(proxy_section(basic_upstream.url), workers=2)
+    race_for_one_blob(basic_upstream, [registry])
+
+
+def test_instances_on_one_storage_and_redis_fetch_a_blob_once(
+    basic_upstream: BasicUpstream,
+    registry_factory: Callable[..., RegistryProcess],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Three instances behind a balancer (each with its own run folder) share storage
+    and Redis: their claims are leases in Redis, so still one transfer from upstream."""
+    storage = {
+        "filesystem": {"rootdirectory": str(tmp_path / "shared-data")},
+        "cache": {"blobdescriptor": "redis"},
+    }
+    config = {**proxy_section(basic_upstream.url), "storage": storage}
+    config["redis"] = {"addr": redis_server.addr, "password": redis_server.password}
+    instances = [registry_factory(config, workers=workers) for workers in (2, 1, 1)]
+    race_for_one_blob(basic_upstream, instances)
+    with redis_server.client() as redis:  # Every lease released.
+        assert not list(redis.scan_iter("registry:*:proxy-claim:*"))
 
 
 def test_a_blob_head_on_a_miss_asks_upstream_and_stores_nothing(

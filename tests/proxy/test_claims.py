@@ -15,34 +15,34 @@ DIGEST = Digest("sha256", "a" * 64)
 OTHER = Digest("sha256", "b" * 64)
 
 
-def test_one_claim_per_digest_across_workers(tmp_path: Path) -> None:
+async def test_one_claim_per_digest_across_workers(tmp_path: Path) -> None:
     first, second = Claims(str(tmp_path)), Claims(str(tmp_path))
-    claim = first.try_claim(DIGEST)
+    claim = await first.try_claim(DIGEST)
     assert claim is not None
-    assert second.try_claim(DIGEST) is None
-    assert first.try_claim(DIGEST) is None  # Even the same worker's second request waits.
-    other = second.try_claim(OTHER)
+    assert await second.try_claim(DIGEST) is None
+    assert await first.try_claim(DIGEST) is None  # Even the same worker's second request waits.
+    other = await second.try_claim(OTHER)
     assert other is not None
-    claim.release()
+    await claim.release()
     assert os.listdir(tmp_path) == [f"sha256-{OTHER.hex}"]  # A released claim leaves no file.
-    again = second.try_claim(DIGEST)
+    again = await second.try_claim(DIGEST)
     assert again is not None
-    again.release()
-    other.release()
-    claim.release()  # Twice is harmless.
+    await again.release()
+    await other.release()
+    await claim.release()  # Twice is harmless.
     assert os.listdir(tmp_path) == []
 
 
 async def test_a_waiter_goes_on_once_the_claim_is_released(tmp_path: Path) -> None:
     holder, waiter = Claims(str(tmp_path)), Claims(str(tmp_path))
-    claim = holder.try_claim(DIGEST)
+    claim = await holder.try_claim(DIGEST)
     assert claim is not None
     waiting = asyncio.create_task(waiter.wait(DIGEST))
     await asyncio.sleep(0.3)
     assert not waiting.done()
-    claim.release()
+    await claim.release()
     await asyncio.wait_for(waiting, timeout=30)
-    assert waiter.try_claim(DIGEST) is not None
+    assert await waiter.try_claim(DIGEST) is not None
 
 
 def test_a_worker_that_dies_frees_its_claim(tmp_path: Path) -> None:
@@ -50,29 +50,29 @@ def test_a_worker_that_dies_frees_its_claim(tmp_path: Path) -> None:
     child = os.fork()
     if child == 0:  # The worker: claims, says so, and is killed holding it.
         os.close(ready_read)
-        held = Claims(str(tmp_path)).try_claim(DIGEST)
+        held = asyncio.run(Claims(str(tmp_path)).try_claim(DIGEST))
         os.write(ready_write, b"1" if held is not None else b"0")
         signal.pause()
         os._exit(0)
     os.close(ready_write)
     try:
         assert os.read(ready_read, 1) == b"1"
-        assert Claims(str(tmp_path)).try_claim(DIGEST) is None
+        assert asyncio.run(Claims(str(tmp_path)).try_claim(DIGEST)) is None
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
         os.close(ready_read)
     # Its file stays (nobody removed it), but nobody holds it: the next claim is granted.
-    claim = Claims(str(tmp_path)).try_claim(DIGEST)
+    claim = asyncio.run(Claims(str(tmp_path)).try_claim(DIGEST))
     assert claim is not None
-    claim.release()
+    asyncio.run(claim.release())
 
 
 def test_a_process_of_its_own_has_a_folder_of_its_own() -> None:
     claims = Claims(None)
     assert os.path.isdir(claims.folder)
-    claim = claims.try_claim(DIGEST)
+    claim = asyncio.run(claims.try_claim(DIGEST))
     assert claim is not None
-    claim.release()
+    asyncio.run(claim.release())
     claims.close()
     assert not os.path.exists(claims.folder)

@@ -113,8 +113,8 @@ class Pull:
         self.puller = BlobPuller()
         self.claims = Claims(None)
 
-    def start(self, digest: Digest, listen: bool = True) -> Transfer:
-        claim = self.claims.try_claim(digest)
+    async def start(self, digest: Digest, listen: bool = True) -> Transfer:
+        claim = await self.claims.try_claim(digest)
         assert claim is not None
         return self.puller.start(self.repo, self.client, REMOTE, digest, listen, claim)
 
@@ -150,7 +150,7 @@ async def test_a_slow_client_holds_back_neither_the_upstream_nor_the_store() -> 
     digest = _digest(blob)
     pull = Pull(GatedDriver(), _upstream(blob))
     descriptors = _open_descriptors()
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     spool = transfer.spool
     assert spool is not None
     assert await transfer.size == len(blob)
@@ -177,7 +177,7 @@ async def test_a_slow_store_does_not_hold_back_the_client() -> None:
     driver.gate.clear()  # The store writes nothing until the client has every byte.
     pull = Pull(driver, _upstream(blob))
     descriptors = _open_descriptors()
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     assert transfer.spool is not None
     received: list[bytes] = []
     await asyncio.wait_for(_read(transfer.spool.pieces(), received), 60)
@@ -209,7 +209,7 @@ async def test_a_cut_upstream_stores_nothing_and_cuts_the_client(slow_store: boo
         driver.gate.clear()
     # The upstream announces twice what it sends, then ends.
     pull = Pull(driver, _upstream(blob, length=2 * len(blob)))
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     assert transfer.spool is not None
     received: list[bytes] = []
     with pytest.raises(BrokenTransferError):
@@ -229,7 +229,7 @@ async def test_a_wrong_digest_never_gives_the_client_the_last_piece(size: int) -
     wrong = blob[:-1] + bytes([blob[-1] ^ 0xFF])
     digest = _digest(blob)
     pull = Pull(GatedDriver(), _upstream(wrong))
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     assert transfer.spool is not None
     received: list[bytes] = []
     with pytest.raises(BrokenTransferError):
@@ -252,7 +252,7 @@ async def test_a_wrong_digest_is_not_stored_when_no_client_reads(listen: bool) -
     wrong = blob[:-1] + bytes([blob[-1] ^ 0xFF])
     digest = _digest(blob)
     pull = Pull(GatedDriver(), _upstream(wrong))
-    transfer = pull.start(digest, listen=listen)
+    transfer = await pull.start(digest, listen=listen)
     if transfer.spool is not None:
         pieces = transfer.spool.pieces()
         assert await anext(pieces)
@@ -269,7 +269,7 @@ async def test_a_client_gone_mid_way_leaves_the_store_to_finish() -> None:
     digest = _digest(blob)
     pull = Pull(GatedDriver(), _upstream(blob))
     descriptors = _open_descriptors()
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     assert transfer.spool is not None
     pieces = transfer.spool.pieces()
     assert await anext(pieces)
@@ -288,7 +288,7 @@ async def test_a_store_that_fails_still_gives_the_client_the_verified_blob() -> 
     driver = GatedDriver()
     driver.failing = True
     pull = Pull(driver, _upstream(blob))
-    transfer = pull.start(digest)
+    transfer = await pull.start(digest)
     assert transfer.spool is not None
     received: list[bytes] = []
     await asyncio.wait_for(_read(transfer.spool.pieces(), received), 60)
