@@ -7,12 +7,16 @@ while they are hashed and written behind it). The transfer puts each piece as it
 arrives; the reader takes them in order. Up to ``memory`` bytes wait in memory; past
 that, pieces go to an anonymous temporary file (in ``TMPDIR``, unlinked from the
 start: nothing stays behind, even after a crash) until the reader has caught up, and
-memory serves again. The transfer waits only for the local disk, never for the reader.
+memory serves again. The transfer waits for the local disk, and for the reader only a
+moment (``patience``, 20 ms) when memory is full: a reader that takes pieces meanwhile
+keeps them in memory (a client about as fast as the upstream, whose every piece would
+otherwise be written to the file and read back), one that does not is spilled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes waiting in memory for the client, at most; past this they wait in the file.
 SPOOL_MEMORY = 4 * 1024 * 1024
+#: Seconds a full spool waits for its reader to make room before it spills to the file.
+PATIENCE = 0.02
 #: Pieces go into the file in batches of about this size, and come out in reads of it:
 #: fewer thread hops.
 SPOOL_BATCH = 1024 * 1024
@@ -52,9 +58,12 @@ class Spool:
     plus about four batches on their way into the file (one being written, the next
     gathering meanwhile)."""
 
-    def __init__(self, memory: int = SPOOL_MEMORY, batch: int = SPOOL_BATCH) -> None:
+    def __init__(
+        self, memory: int = SPOOL_MEMORY, batch: int = SPOOL_BATCH, patience: float = PATIENCE
+    ) -> None:
         self.memory = memory
         self.batch = batch
+        self.patience = patience
         self._held: deque[bytes] = deque()
         """In memory, next for the reader (all of them before the file's)."""
         self._held_size = 0
@@ -74,6 +83,8 @@ class Spool:
         self._ended = False
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
+        self._taken = asyncio.Event()
+        """Set when the reader takes a piece from memory (a full spool waits for it)."""
         self.closed = False
         """The reader went away (or has everything): pieces put are dropped."""
 
@@ -92,7 +103,9 @@ class Spool:
         if self.closed or self._ended:
             return
         if not self._spilling and self._held and self._held_size + len(piece) > self.memory:
-            self._spilling = True
+            self._spilling = not await self._room_for(len(piece))
+            if self.closed or self._ended:
+                return
         if not self._spilling:
             self._held.append(piece)
             self._held_size += len(piece)
@@ -105,6 +118,18 @@ class Spool:
         if self._pending_size >= self.batch and self._flushing is None and self._live:
             self._flushing = asyncio.create_task(self._flush())
         self._changed.set()
+
+    async def _room_for(self, size: int) -> bool:
+        """Whether the reader, taking pieces, makes room for ``size`` more bytes within
+        ``patience`` seconds: a reader about as fast as the transfer then keeps it in
+        memory, rather than each piece costing a write and a read of the file."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.patience):
+                while self._held and self._held_size + size > self.memory and not self.closed:
+                    self._taken.clear()
+                    await self._taken.wait()
+                return True
+        return False
 
     @property
     def _live(self) -> bool:
@@ -149,6 +174,7 @@ class Spool:
         self.closed = True
         self._drop()
         self._changed.set()
+        self._taken.set()
 
     def _drop(self) -> None:
         self._held.clear()
@@ -187,6 +213,7 @@ class Spool:
                 if self._held:
                     piece = self._held.popleft()
                     self._held_size -= len(piece)
+                    self._taken.set()
                     yield piece
                 elif self._read < self._written and self._file is not None:
                     length = min(self.batch, self._written - self._read)

@@ -323,6 +323,40 @@ async def test_a_spool_keeps_the_order_through_memory_and_file() -> None:
     assert spool.closed
 
 
+async def test_a_full_spool_waits_a_moment_for_a_reader_that_keeps_up() -> None:
+    """A reader about as fast as the transfer is served from memory (writing every piece
+    to the file and reading it back would cost a pull through a third more CPU); one
+    that stops makes the spool spill once its patience runs out, never wait longer."""
+    pieces = [os.urandom(16 * 1024) for _ in range(200)]
+    keeping_up = Spool(memory=64 * 1024, batch=32 * 1024, patience=5.0)
+    received: list[bytes] = []
+
+    async def read_slowly() -> None:
+        async for piece in keeping_up.pieces():
+            received.append(piece)
+            await asyncio.sleep(0.001)
+
+    reading = asyncio.create_task(read_slowly())
+    peak = 0
+    for piece in pieces:
+        await keeping_up.put(piece)
+        peak = max(peak, keeping_up.in_memory)
+        assert keeping_up.spilled == 0
+    keeping_up.finish()
+    await reading
+    assert b"".join(received) == b"".join(pieces)
+    assert peak <= 64 * 1024
+    stalled = Spool(memory=64 * 1024, batch=32 * 1024, patience=0.05)
+    await stalled.put(pieces[0])
+    reader = stalled.pieces()
+    assert await anext(reader) == pieces[0]
+    for piece in pieces[1:]:
+        await stalled.put(piece)  # The reader never comes back: not a wait per piece.
+    assert stalled.in_memory + stalled.spilled == 199 * 16 * 1024
+    assert stalled.spilled > 0
+    await reader.aclose()
+
+
 async def test_a_spool_fails_its_reader_but_not_after_finishing() -> None:
     descriptors = _open_descriptors()
     failed = Spool(memory=1024, batch=1024)
