@@ -3,6 +3,7 @@ this registry with its token service (Bearer), each on a free port."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registry.proxy.claims import Claims
+from registry.reference import Digest
 from tests.access import USERS, BearerAuth, token_config, write_htpasswd
 from tests.conftest import RegistryProcess
 from tests.go_registry import GoRegistry
@@ -164,3 +167,14 @@ def _unnamed_files(registry: RegistryProcess) -> list[str]:
             if target.endswith("(deleted)"):
                 held.append(target)
     return held
+
+
+async def waiter_goes_on_after_release(holder: Claims, waiter: Claims, digest: Digest) -> None:
+    """``waiter`` waits for ``digest`` while ``holder`` holds its claim, and not after."""
+    claim = await holder.try_claim(digest)
+    assert claim is not None
+    waiting = asyncio.create_task(waiter.wait(digest))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await claim.release()
+    await asyncio.wait_for(waiting, timeout=30)

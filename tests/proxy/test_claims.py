@@ -10,6 +10,7 @@ from pathlib import Path
 
 from registry.proxy.claims import Claims
 from registry.reference import Digest
+from tests.proxy.conftest import waiter_goes_on_after_release
 
 DIGEST = Digest("sha256", "a" * 64)
 OTHER = Digest("sha256", "b" * 64)
@@ -35,13 +36,7 @@ async def test_one_claim_per_digest_across_workers(tmp_path: Path) -> None:
 
 async def test_a_waiter_goes_on_once_the_claim_is_released(tmp_path: Path) -> None:
     holder, waiter = Claims(str(tmp_path)), Claims(str(tmp_path))
-    claim = await holder.try_claim(DIGEST)
-    assert claim is not None
-    waiting = asyncio.create_task(waiter.wait(DIGEST))
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
-    await claim.release()
-    await asyncio.wait_for(waiting, timeout=30)
+    await waiter_goes_on_after_release(holder, waiter, DIGEST)
     assert await waiter.try_claim(DIGEST) is not None
 
 

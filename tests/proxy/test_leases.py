@@ -16,6 +16,7 @@ from registry.proxy.claims import Claims
 from registry.proxy.leases import Leases
 from registry.reference import Digest
 from registry.storage.redis_cache import RedisConnection
+from tests.proxy.conftest import waiter_goes_on_after_release
 from tests.services.ports import free_port
 from tests.services.redis import RedisServer
 
@@ -64,14 +65,7 @@ async def test_one_transfer_across_instances(instance: Instance, redis_server: R
 async def test_a_waiter_on_another_instance_goes_on_once_the_lease_is_released(
     instance: Instance,
 ) -> None:
-    holder, waiter = await instance(), await instance()
-    claim = await holder.try_claim(DIGEST)
-    assert claim is not None
-    waiting = asyncio.create_task(waiter.wait(DIGEST))
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
-    await claim.release()
-    await asyncio.wait_for(waiting, timeout=30)
+    await waiter_goes_on_after_release(await instance(), await instance(), DIGEST)
 
 
 async def test_a_held_lease_is_renewed_while_its_transfer_runs(
