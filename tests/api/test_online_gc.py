@@ -368,14 +368,22 @@ class Pusher:
         config, blobs = self.image_parts(layers)
         manifest = image_manifest(config, [data for data, _ in layers])
         tag = f"t{self.serial}"
+        moved = None
         if self.tags and self.random.random() < 0.3:
             # A tag moved on: the image it named is untagged now, garbage. Forgotten
             # first, so that pullers do not count it as lost.
             tag = self.random.choice(self.tags)
             with self.world.lock:
-                del self.world.alive[(self.repo, tag)]
+                moved = self.world.alive.pop((self.repo, tag))
             self.tags.remove(tag)
-        put_manifest(self.client, self.repo, tag, manifest, OCI_MANIFEST)
+        try:
+            put_manifest(self.client, self.repo, tag, manifest, OCI_MANIFEST)
+        except BlobUnknownError:
+            if moved is not None:  # Refused: the tag still names what it named before.
+                with self.world.lock:
+                    self.world.alive[(self.repo, tag)] = moved
+                self.tags.append(tag)
+            raise
         image = Image(self.repo, tag, sha256(manifest), manifest, OCI_MANIFEST, blobs)
         self.keep(image, [data for data, _ in layers])
         return image
