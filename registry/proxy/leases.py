@@ -56,7 +56,6 @@ class Lease:
     """A held lease; ``lock`` None when Redis was out of reach (nothing to release)."""
 
     lock: Lock | None
-    client: Redis | None = None
     renewing: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -84,19 +83,18 @@ class Leases:
                 thread_local=False,
                 raise_on_release_error=False,
             )
-            if not await self._ask(client, lambda _: lock.acquire()):
+            if not await self._ask(lambda _: lock.acquire(), client):
                 return None
         except _UnavailableError:
             return Lease(None)
-        held = Lease(lock, client)
-        held.renewing = asyncio.create_task(self._renew(lock, client, digest))
+        held = Lease(lock)
+        held.renewing = asyncio.create_task(self._renew(lock, digest))
         return held
 
     async def held(self, digest: Digest) -> bool:
         """Whether an instance holds ``digest``'s lease (False when Redis cannot say)."""
         try:
-            client = await self._client()
-            return bool(await self._ask(client, lambda c: c.exists(self._key(digest))))
+            return bool(await self._ask(lambda client: client.exists(self._key(digest))))
         except _UnavailableError:
             return False
 
@@ -105,18 +103,18 @@ class Leases:
             lease.renewing.cancel()
             lease.renewing = None
         lock, lease.lock = lease.lock, None
-        if lock is None or lease.client is None:
+        if lock is None:
             return
         with contextlib.suppress(_UnavailableError):  # It expires on its own then.
-            await self._ask(lease.client, lambda _: lock.release())
+            await self._ask(lambda client: _on(lock, client).release())
 
-    async def _renew(self, lock: Lock, client: Redis, digest: Digest) -> None:
+    async def _renew(self, lock: Lock, digest: Digest) -> None:
         """Every third of the lease, while the transfer runs."""
         while True:
             await asyncio.sleep(self.lease / 3)
             renewed: bool
             try:
-                renewed = await self._ask(client, lambda _: lock.reacquire())
+                renewed = await self._ask(lambda client: _on(lock, client).reacquire())
             except _UnavailableError:
                 continue  # Tried again at the next turn; it may have expired by then.
             except LockNotOwnedError:  # It expired, and may be another's now.
@@ -135,9 +133,14 @@ class Leases:
             raise _UnavailableError
         return client
 
-    async def _ask(self, client: Redis, command: Callable[[Redis], Awaitable[T]]) -> T:
-        """``command`` within the connection's deadline; a failure of Redis itself is
-        reported to the connection (its backoff and one warning)."""
+    async def _ask(
+        self, command: Callable[[Redis], Awaitable[T]], client: Redis | None = None
+    ) -> T:
+        """``command`` on ``client`` (by default the connection's client now) within the
+        connection's deadline; a failure of Redis itself is reported to the connection
+        (its backoff and one warning)."""
+        if client is None:
+            client = await self._client()
         try:
             async with asyncio.timeout(self.connection.deadline):
                 return await command(client)
@@ -146,3 +149,10 @@ class Leases:
         except FAILURES as error:
             await self.connection.failed(error, client)
             raise _UnavailableError from error
+
+
+def _on(lock: Lock, client: Redis) -> Lock:
+    """``lock`` on the connection's client now: after an outage the connection has a new
+    one, and the lock's own would fail for ever."""
+    lock.redis = client
+    return lock

@@ -18,7 +18,7 @@ from registry.reference import Digest
 from registry.storage.redis_cache import RedisConnection
 from tests.proxy.conftest import waiter_goes_on_after_release
 from tests.services.ports import free_port
-from tests.services.redis import RedisServer
+from tests.services.redis import RedisServer, require_redis
 
 DIGEST = Digest("sha256", "c" * 64)
 
@@ -31,8 +31,14 @@ async def instance(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[I
     namespace = f"registry:{secrets.token_hex(8)}"
     connections: list[RedisConnection] = []
 
-    async def start(lease: float = 30.0, addr: str = redis_server.addr) -> Claims:
-        connection = RedisConnection([addr], password=redis_server.password, backoff=0.2)
+    async def start(
+        lease: float = 30.0, addr: str | None = None, server: RedisServer = redis_server
+    ) -> Claims:
+        # Short timeouts: a test that pauses Redis sees the connection fail soon.
+        connection = RedisConnection(
+            [addr or server.addr], password=server.password, backoff=0.2, timeout=0.2,
+            dial_timeout=0.2,
+        )  # fmt: skip
         connections.append(connection)
         folder = tmp_path / f"instance-{len(connections)}"
         return Claims(str(folder), Leases(connection, namespace, lease))
@@ -79,6 +85,34 @@ async def test_a_held_lease_is_renewed_while_its_transfer_runs(
     await claim.release()
     with redis_server.client() as redis:
         assert not redis.exists(lease_key(holder))
+
+
+async def test_a_lease_is_renewed_after_redis_paused_and_came_back(
+    instance: Instance, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stops answering for longer than the connection waits (the renewal in that
+    moment fails, and the connection drops its client), then answers again before the
+    lease ran out: the next renewal, on the connection's new client, keeps it."""
+    paused = RedisServer(tmp_path / "paused-redis", require_redis()).start()  # Ours alone.
+    try:
+        holder = await instance(lease=3.0, server=paused)
+        other = await instance(lease=3.0, server=paused)
+        claim = await holder.try_claim(DIGEST)
+        assert claim is not None
+        paused.freeze()
+        try:
+            with caplog.at_level(logging.WARNING):
+                await asyncio.sleep(1.8)  # Over the renewal at 1 s and its 0.6 s deadline.
+        finally:
+            paused.thaw()
+        assert "the registry reads storage instead" in caplog.text  # The pause was seen.
+        await asyncio.sleep(1.7)  # Past the lease's first end (3 s), and a renewal at 2 s.
+        assert await other.try_claim(DIGEST) is None
+        await claim.release()
+        with paused.client() as redis:
+            assert not redis.exists(lease_key(holder))
+    finally:
+        paused.stop()
 
 
 async def test_the_lease_of_an_instance_that_died_runs_out(
