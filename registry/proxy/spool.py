@@ -8,15 +8,16 @@ arrives; the reader takes them in order. Up to ``memory`` bytes wait in memory; 
 that, pieces go to an anonymous temporary file (in ``TMPDIR``, unlinked from the
 start: nothing stays behind, even after a crash) until the reader has caught up, and
 memory serves again. The transfer waits for the local disk, and for the reader only a
-moment (``patience``, 20 ms) when memory is full: a reader that takes pieces meanwhile
-keeps them in memory (a client about as fast as the upstream, whose every piece would
-otherwise be written to the file and read back), one that does not is spilled.
+little when memory is full: up to ``patience`` (20 ms) at a time, and in all no more
+than that plus a tenth of the time since the first piece. A client about as fast as
+the upstream thus stays in memory (each spilled piece costs a write and a read of the
+file), while one markedly slower holds the transfer back by a tenth at most before it
+is spilled, so the store and the clients waiting for it are not held to its pace.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import tempfile
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 
 #: Bytes waiting in memory for the client, at most; past this they wait in the file.
 SPOOL_MEMORY = 4 * 1024 * 1024
-#: Seconds a full spool waits for its reader to make room before it spills to the file.
+#: Seconds a full spool waits at a time for its reader to make room before it spills.
 PATIENCE = 0.02
+#: Its waits add up to ``patience`` plus at most this share of the time since the first
+#: piece: a slower reader holds back the transfer by that much, then is spilled.
+PATIENT_SHARE = 0.1
 #: Pieces go into the file in batches of about this size, and come out in reads of it:
 #: fewer thread hops.
 SPOOL_BATCH = 1024 * 1024
@@ -64,6 +68,9 @@ class Spool:
         self.memory = memory
         self.batch = batch
         self.patience = patience
+        self._first_put: float | None = None
+        """When the first piece came (the reader's allowance grows from then)."""
+        self._waited = 0.0
         self._held: deque[bytes] = deque()
         """In memory, next for the reader (all of them before the file's)."""
         self._held_size = 0
@@ -99,9 +106,12 @@ class Spool:
         return self._written - self._read
 
     async def put(self, piece: bytes) -> None:
-        """Queue ``piece``; waits only while the file is two batches behind."""
+        """Queue ``piece``; waits while the file is two batches behind, and a little for a
+        reader that keeps up (see the module's docstring)."""
         if self.closed or self._ended:
             return
+        if self._first_put is None:
+            self._first_put = asyncio.get_running_loop().time()
         if not self._spilling and self._held and self._held_size + len(piece) > self.memory:
             self._spilling = not await self._room_for(len(piece))
             if self.closed or self._ended:
@@ -121,15 +131,24 @@ class Spool:
 
     async def _room_for(self, size: int) -> bool:
         """Whether the reader, taking pieces, makes room for ``size`` more bytes within
-        ``patience`` seconds: a reader about as fast as the transfer then keeps it in
-        memory, rather than each piece costing a write and a read of the file."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.patience):
+        what is left of the spool's patience (see the module's docstring)."""
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        first = self._first_put if self._first_put is not None else started
+        earned = self.patience + PATIENT_SHARE * (started - first) - self._waited
+        allowance = min(self.patience, earned)
+        if allowance <= 0:
+            return False
+        try:
+            async with asyncio.timeout(allowance):
                 while self._held and self._held_size + size > self.memory and not self.closed:
                     self._taken.clear()
                     await self._taken.wait()
                 return True
-        return False
+        except TimeoutError:
+            return False
+        finally:
+            self._waited += clock() - started
 
     @property
     def _live(self) -> bool:

@@ -355,6 +355,27 @@ async def test_a_full_spool_waits_a_moment_for_a_reader_that_keeps_up() -> None:
     assert stalled.in_memory + stalled.spilled == 199 * 16 * 1024
     assert stalled.spilled > 0
     await reader.aclose()
+    # A reader that keeps taking pieces, but at a fifth of the pace: the spool waits for
+    # it a tenth of the time at most, then spills; the transfer is not held to its pace.
+    slower = Spool(memory=64 * 1024, batch=32 * 1024, patience=0.05)
+    taken: list[bytes] = []
+
+    async def read_at_a_fifth() -> None:
+        async for piece in slower.pieces():
+            taken.append(piece)
+            await asyncio.sleep(0.005)
+
+    reading = asyncio.create_task(read_at_a_fifth())
+    clock = asyncio.get_running_loop().time
+    for piece in pieces:
+        started = clock()
+        await slower.put(piece)
+        await asyncio.sleep(max(0.0, 0.001 - (clock() - started)))  # A piece a millisecond.
+    assert slower.spilled > 0
+    assert len(taken) < len(pieces) // 2  # The puts ended long before the reader will.
+    slower.finish()
+    await reading
+    assert b"".join(taken) == b"".join(pieces)
 
 
 async def test_a_spool_fails_its_reader_but_not_after_finishing() -> None:
