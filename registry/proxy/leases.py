@@ -152,7 +152,8 @@ class Leases:
 
 
 def _on(lock: Lock, client: Redis) -> Lock:
-    """``lock`` on the connection's client now: after an outage the connection has a new
-    one, and the lock's own would fail for ever."""
+    """``lock`` on the connection's client now: after an outage the connection has closed
+    the lock's client and made another (redis-py would quietly reopen the closed one,
+    outside the connection's timeouts, backoff and shutdown)."""
     lock.redis = client
     return lock
