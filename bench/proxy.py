@@ -93,7 +93,7 @@ COLUMNS = ("ours", "ours ttl 10m", "go proxy", "direct")
 
 
 #: Set in the environment of the run that :func:`own_network` started in a namespace.
-NAMESPACED = "REGISTRY_BENCH_NAMESPACED"
+NAMESPACED = "BENCH_PROXY_NAMESPACED"  # Not REGISTRY_*: both registries read those.
 
 
 def own_network() -> None:
