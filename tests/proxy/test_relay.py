@@ -323,6 +323,13 @@ async def test_a_spool_keeps_the_order_through_memory_and_file() -> None:
     assert spool.closed
 
 
+async def _read_pausing(spool: Spool, received: list[bytes], pause: float) -> None:
+    """A reader that takes every piece, then pauses ``pause`` seconds before the next."""
+    async for piece in spool.pieces():
+        received.append(piece)
+        await asyncio.sleep(pause)
+
+
 async def test_a_full_spool_waits_a_moment_for_a_reader_that_keeps_up() -> None:
     """A reader about as fast as the transfer is served from memory (writing every piece
     to the file and reading it back would cost a pull through a third more CPU); one
@@ -330,13 +337,7 @@ async def test_a_full_spool_waits_a_moment_for_a_reader_that_keeps_up() -> None:
     pieces = [os.urandom(16 * 1024) for _ in range(200)]
     keeping_up = Spool(memory=64 * 1024, batch=32 * 1024, patience=5.0)
     received: list[bytes] = []
-
-    async def read_slowly() -> None:
-        async for piece in keeping_up.pieces():
-            received.append(piece)
-            await asyncio.sleep(0.001)
-
-    reading = asyncio.create_task(read_slowly())
+    reading = asyncio.create_task(_read_pausing(keeping_up, received, 0.001))
     peak = 0
     for piece in pieces:
         await keeping_up.put(piece)
@@ -359,13 +360,7 @@ async def test_a_full_spool_waits_a_moment_for_a_reader_that_keeps_up() -> None:
     # it a tenth of the time at most, then spills; the transfer is not held to its pace.
     slower = Spool(memory=64 * 1024, batch=32 * 1024, patience=0.05)
     taken: list[bytes] = []
-
-    async def read_at_a_fifth() -> None:
-        async for piece in slower.pieces():
-            taken.append(piece)
-            await asyncio.sleep(0.005)
-
-    reading = asyncio.create_task(read_at_a_fifth())
+    reading = asyncio.create_task(_read_pausing(slower, taken, 0.005))
     clock = asyncio.get_running_loop().time
     for piece in pieces:
         started = clock()
