@@ -132,10 +132,10 @@ class Spool:
     async def _room_for(self, size: int) -> bool:
         """Whether the reader, taking pieces, makes room for ``size`` more bytes within
         what is left of the spool's patience (see the module's docstring)."""
+        assert self._first_put is not None  # Set by put, the only caller.
         clock = asyncio.get_running_loop().time
         started = clock()
-        first = self._first_put if self._first_put is not None else started
-        earned = self.patience + PATIENT_SHARE * (started - first) - self._waited
+        earned = self.patience + PATIENT_SHARE * (started - self._first_put) - self._waited
         allowance = min(self.patience, earned)
         if allowance <= 0:
             return False
