@@ -26,6 +26,7 @@ from .netns import NetworkNamespace, network_namespace
 
 DOCKER_CLIENT = "/usr/bin/docker"  # Debian's client for Debian's dockerd.
 BUSYBOX = "/bin/busybox"
+CONTAINERD_SLOW = "timeout waiting for containerd to start"
 
 
 def busybox_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
@@ -102,15 +103,26 @@ class DockerEngine:
             # nsenter, not `ip netns exec`: that remounts /sys and hides the
             # cgroup mounts dockerd needs ("Devices cgroup isn't mounted").
             command = ["nsenter", f"--net=/run/netns/{netns}", *command]
+        # On a machine just booted, loading containerd from a cold disk can
+        # outlast dockerd's own wait for it ("timeout waiting for containerd
+        # to start"); the second start finds the binaries in the page cache.
+        started = self._launch(command)
+        if not started and CONTAINERD_SLOW in self.log():
+            started = self._launch(command)
+        if not started:
+            raise RuntimeError(f"dockerd exited:\n{self.log()}")
+
+    def _launch(self, command: list[str]) -> bool:
+        """Whether dockerd answers within a minute; False when it exited first."""
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited:\n{self.log()}")
+                return False
             if self.socket.exists() and self.docker("version", check=False).returncode == 0:
-                return
+                return True
             time.sleep(0.2)
         raise RuntimeError(f"dockerd did not start:\n{self.log()}")
 

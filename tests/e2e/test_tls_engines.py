@@ -171,15 +171,18 @@ def refused_for_want_of_a_client_certificate(stderr: str, site: Site) -> bool:
     """The server certificate is trusted, and the connection is cut off at the handshake.
 
     Python's event loops close the connection without sending the TLS alert, so
-    Go clients report EOF (or, when the close races the client's first request,
-    a reset) where registry:2 makes them say "remote error: tls: certificate
-    required"; either way the failure is the handshake's.
+    Go clients report EOF where registry:2 makes them say "remote error: tls:
+    certificate required". With TLS 1.3 the client's side of the handshake ends
+    before the server checks the certificate, so the close races the client's
+    first request: a reset when it lands on the request, "server closed idle
+    connection" when it lands before it. Each is the handshake's failure.
     """
     if UNKNOWN_AUTHORITY in stderr or f"https://{site.entry}/v2/" not in stderr:
         return False
     return (
         stderr.rstrip().endswith(("EOF", 'EOF"'))
         or "connection reset by peer" in stderr
+        or "http: server closed idle connection" in stderr
         or CERTIFICATE_REQUIRED in stderr
     )
 
