@@ -3,7 +3,9 @@
 Each adaptation is a subclass of one of Hypercorn 0.18's classes, installed in
 each worker (after the fork) by replacing the module-level name Hypercorn
 builds it by; each says which Hypercorn behaviour it changes and why, and the
-tests in tests/api/test_http_layer.py fail if one is taken away.
+tests in tests/api/test_http_layer.py fail if one is taken away. The size of
+socket reads is a constant replaced the same way; it changes only what a push
+costs, which bench/compare.py measures.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 from typing import Any
+
+#: Bytes asked of a connection's socket per read (Hypercorn: 64 KiB). server.py's
+#: MAX_APP_QUEUE_SIZE is counted in these.
+SOCKET_READ = 256 * 1024
 
 
 def _serve_http2_like_registry2() -> None:
@@ -298,6 +304,21 @@ def _release_connections_clients_closed() -> None:
         setattr(hypercorn.asyncio.run, "TCPServer", RegistryTCPServer)  # noqa: B010
 
 
+def _read_sockets_in_bigger_pieces() -> None:
+    """Socket reads of up to :data:`SOCKET_READ` bytes, not Hypercorn's 64 KiB.
+
+    Each read becomes one h11 event, one queued ASGI message and one piece of a
+    body, all handled in Python: with 64 KiB, a 256 MiB monolithic push went
+    through 4,096 of them. With 256 KiB such a push ran about 15 % faster and
+    cost a sixth less CPU per MB (docs/performance.md, Blob uploads); 1 MiB was
+    no better. A read returns what the socket holds, so small requests are read
+    as before.
+    """
+    import hypercorn.asyncio.tcp_server
+
+    hypercorn.asyncio.tcp_server.MAX_RECV = SOCKET_READ  # Read at each call.
+
+
 def adapt_hypercorn() -> None:
     """Install our Hypercorn protocol classes, in each worker after the fork.
 
@@ -307,3 +328,4 @@ def adapt_hypercorn() -> None:
     _serve_http2_like_registry2()
     _answer_http1_like_registry2()
     _release_connections_clients_closed()
+    _read_sockets_in_bigger_pieces()

@@ -136,12 +136,13 @@ H2_MAX_INBOUND_FRAME_SIZE = 16 * 1024
 #: net.core.somaxconn, 4096 by default): a burst of clients, e.g. a fleet pulling at
 #: once, waits instead of being refused. Hypercorn's 100 overflows under such bursts.
 BACKLOG = 4096
-#: Request events queued between Hypercorn and the app per request (Hypercorn's
-#: default). Each holds at most one 64 KiB socket read, so an upload has at most
-#: 640 KiB here beyond body.py's own window: a full queue stops Hypercorn reading,
-#: which is the backpressure that slows a fast client to the disk's pace. A queue
-#: of 4 saved a little memory and cost uploads 10-15 %.
-MAX_APP_QUEUE_SIZE = 10
+#: Request events queued between Hypercorn and the app per request (Hypercorn: 10).
+#: Each holds at most one socket read (protocol.SOCKET_READ, 256 KiB), so an upload
+#: has at most 768 KiB here beyond body.py's own window: a full queue stops Hypercorn
+#: reading, which is the backpressure that slows a fast client to the disk's pace.
+#: With 64 KiB reads a queue of 4 cost uploads 10-15 %; with 256 KiB reads 3 and 10
+#: measured alike.
+MAX_APP_QUEUE_SIZE = 3
 #: TLS handshakes must finish within this (Hypercorn: 60 s). A handshake is a few KiB
 #: and two round trips; a client that connects and never speaks TLS holds a socket
 #: until then, before the idle timer even starts.

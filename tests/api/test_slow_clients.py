@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -275,3 +276,78 @@ def test_open_files_limit_is_raised_to_the_hard_limit(registry_factory: Factory)
     assert _soft_nofile(registry.process.pid) == 2048
     with httpx.Client(base_url=registry.url) as client:
         push_blob(client, "limits/app", b"served")
+
+
+def _patch_head(url: str, location: str, length: int) -> bytes:
+    parts = urlsplit(urljoin(url, location))
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return (
+        f"PATCH {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _reply_head(sock: socket.socket) -> bytes:
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        piece = sock.recv(4096)
+        assert piece, reply
+        reply += piece
+    return reply.partition(b"\r\n\r\n")[0]
+
+
+def test_a_chunk_waiting_for_its_session_is_held_back_by_the_network(
+    registry_factory: Factory,
+) -> None:
+    """A PATCH that waits for its session (another chunk is being written to it) is read no
+    further than the worker's window: the rest stays in the network and the client is
+    slowed, so the worker's memory does not grow with the body. Once the session is free,
+    the held chunk is read and kept whole after the first."""
+    registry = registry_factory()
+    assert registry.process is not None
+    pid = registry.process.pid
+    # The held chunk outgrows what the kernels may buffer between the two (on loopback
+    # the receiver's buffer may grow to net.ipv4.tcp_rmem's maximum, 32 MiB here).
+    first, held = 2 << 20, 128 << 20
+    with httpx.Client(base_url=registry.url, timeout=60) as client:
+        location = start_upload(client, "held/back")
+    writer = _connect(registry.url, _patch_head(registry.url, location, first))
+    waiter = socket.socket()
+    waiter.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    waiter.settimeout(60)
+    waiter.connect(address_of(registry.url))
+    try:
+        writer.sendall(bytes(first // 2))  # The session is taken, half its chunk written.
+        time.sleep(0.5)
+        before = rss_bytes(pid)
+        sent = [0]
+
+        def send_held() -> None:
+            waiter.sendall(_patch_head(registry.url, location, held))
+            piece = bytes(64 * 1024)
+            while sent[0] < held:
+                waiter.sendall(piece)
+                sent[0] += len(piece)
+
+        sender = threading.Thread(target=send_held, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 60
+        last, still_since = -1, time.monotonic()
+        while time.monotonic() - still_since < 1.5:  # Held back: no progress for a while.
+            assert time.monotonic() < deadline and sender.is_alive(), sent[0]
+            if sent[0] != last:
+                last, still_since = sent[0], time.monotonic()
+            time.sleep(0.1)
+        grown = rss_bytes(pid) - before
+        assert grown < 8 << 20, (grown, sent[0])  # Measured: under 2 MiB.
+
+        writer.sendall(bytes(first - first // 2))  # The first chunk ends; the session is free.
+        assert _reply_head(writer).startswith(b"HTTP/1.1 202"), "first chunk refused"
+        sender.join(60)
+        assert sent[0] == held
+        reply = _reply_head(waiter)
+        assert reply.startswith(b"HTTP/1.1 202"), reply
+        assert f"range: 0-{first + held - 1}".encode() in reply.lower(), reply
+    finally:
+        writer.close()
+        waiter.close()
