@@ -309,8 +309,8 @@ def _read_sockets_in_bigger_pieces() -> None:
 
     Each read becomes one h11 event, one queued ASGI message and one piece of a
     body, all handled in Python: with 64 KiB, a 256 MiB monolithic push went
-    through 4,096 of them. With 256 KiB such a push ran about 15 % faster and
-    cost a sixth less CPU per MB (docs/performance.md, Blob uploads); 1 MiB was
+    through 4,096 of them. With 256 KiB such a push ran about 30 % faster and
+    cost a fifth less CPU per MB (docs/performance.md, Blob uploads); 1 MiB was
     no better. A read returns what the socket holds, so small requests are read
     as before.
     """
