@@ -108,6 +108,8 @@ class DockerEngine:
         # to start"); the second start finds the binaries in the page cache.
         started = self._launch(command)
         if not started and CONTAINERD_SLOW in self.log():
+            # A containerd that came up after dockerd gave up would hold its socket.
+            subprocess.run(["pkill", "-f", str(self.root / "exec")], check=False)
             started = self._launch(command)
         if not started:
             raise RuntimeError(f"dockerd exited:\n{self.log()}")
