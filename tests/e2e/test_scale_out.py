@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.raw_http import process_tree
 from tests.conftest import RegistryProcess
@@ -25,6 +27,7 @@ from tests.e2e.conftest import DockerEngine, busybox_tar
 from tests.pushing import ACCEPT_MANIFESTS, digest_of, image_manifest, push_blob, start_upload
 from tests.services.ceph import CephS3
 from tests.services.haproxy import Haproxy
+from tests.services.ports import free_port
 from tests.services.redis import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +40,24 @@ INSTANCES = 3
 class Deployment:
     instances: list[RegistryProcess]
     balancer: Haproxy
+    metrics: list[str]
+    """Each instance's ``/metrics`` (its own debug listener)."""
+
+    def receiving_an_upload(self, pusher: subprocess.Popen[bytes]) -> int:
+        """An instance receiving an upload's body now (its gauge of uploads in flight,
+        which a worker brings up to date before it answers a scrape). A request that is
+        merely slow will not do: haproxy retries a bodyless one (the closing ``PUT``,
+        which may hash a whole layer) on another instance when its instance dies, and
+        the client never sees the failure."""
+        while pusher.poll() is None:
+            for index, url in enumerate(self.metrics):
+                for family in text_string_to_metric_families(httpx.get(url, timeout=30).text):
+                    if family.name == "registry_blob_uploads_in_flight" and any(
+                        sample.value > 0 for sample in family.samples
+                    ):
+                        return index
+            time.sleep(0.02)
+        raise AssertionError(f"the push ended before an upload was seen in flight\n{pusher}")
 
     @property
     def url(self) -> str:
@@ -87,9 +108,15 @@ def deploy(
 
     def start(**storage: Any) -> Deployment:
         config = instance_config(ceph_s3, s3_bucket, redis_server, **storage)
-        instances = [registry_factory(config) for _ in range(INSTANCES)]
+        ports = [free_port() for _ in range(INSTANCES)]
+        instances = [
+            registry_factory({**config, "http": {"debug": debug}})
+            for debug in (
+                {"addr": f"127.0.0.1:{port}", "prometheus": {"enabled": True}} for port in ports
+            )
+        ]
         proxy = balancer([instance.url.split("://", 1)[1] for instance in instances])
-        return Deployment(instances, proxy)
+        return Deployment(instances, proxy, [f"http://127.0.0.1:{port}/metrics" for port in ports])
 
     yield start
 
@@ -186,7 +213,7 @@ def test_an_instance_killed_mid_push_the_client_retries_through_the_balancer(
     log_start = len(docker_engine.log())
     pusher = docker_engine.popen("push", reference)
     try:
-        victim = deployment.balancer.in_long_request()
+        victim = deployment.receiving_an_upload(pusher)
         deployment.kill(victim)
         output, _ = pusher.communicate(timeout=900)
     finally:

@@ -120,25 +120,6 @@ class Haproxy:
         """How many instances haproxy's health check counts as up."""
         return sum(1 for row in self._servers() if row["status"].startswith("UP"))
 
-    def in_long_request(self, seconds: float = 1.0) -> int:
-        """An instance that has been answering one request for ``seconds`` (a large
-        upload's body on its way): its sessions never dropped to none meanwhile.
-        haproxy counts a request's bytes only once it ends, so bytes cannot tell."""
-        deadline = time.monotonic() + 300
-        busy_since: dict[int, float] = {}
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            for row in self._servers():
-                index = int(row["svname"][1:])
-                if int(row["scur"] or 0) > 0:
-                    busy_since.setdefault(index, now)
-                    if now - busy_since[index] >= seconds:
-                        return index
-                else:
-                    busy_since.pop(index, None)
-            time.sleep(0.02)
-        raise RuntimeError(f"no instance was busy for {seconds} s\n{self.log()}")
-
     def wait_up(self, count: int) -> None:
         """Until exactly ``count`` instances are up (a killed one counted down)."""
         deadline = time.monotonic() + 30
