@@ -163,6 +163,11 @@ def push_index(
     return digest_of(index), index
 
 
+def upload_id_of(location: str) -> str:
+    """The session id in an upload's ``Location`` (its last path segment)."""
+    return location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+
+
 def start_upload(client: httpx.Client, repo: str) -> str:
     """POST a new upload session; returns its Location."""
     started = client.post(f"/v2/{repo}/blobs/uploads/")

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import RegistryProcess
 from tests.pushing import digest_of, push_blob, push_image, start_upload, with_query
 
-from .raw_http import address_of, open_files, rss_bytes
+from .raw_http import Stream, address_of, build, open_files, rss_bytes
 
 Factory = Callable[..., RegistryProcess]
 
@@ -279,21 +279,11 @@ def test_open_files_limit_is_raised_to_the_hard_limit(registry_factory: Factory)
 
 
 def _patch_head(url: str, location: str, length: int) -> bytes:
+    """A PATCH's request head; its body follows on the socket."""
     parts = urlsplit(urljoin(url, location))
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    return (
-        f"PATCH {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
-    ).encode()
-
-
-def _reply_head(sock: socket.socket) -> bytes:
-    reply = b""
-    while b"\r\n\r\n" not in reply:
-        piece = sock.recv(4096)
-        assert piece, reply
-        reply += piece
-    return reply.partition(b"\r\n\r\n")[0]
+    headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(length))]
+    return build("PATCH", target, headers, host=parts.netloc)
 
 
 def test_a_chunk_waiting_for_its_session_is_held_back_by_the_network(
@@ -342,12 +332,13 @@ def test_a_chunk_waiting_for_its_session_is_held_back_by_the_network(
         assert grown < 8 << 20, (grown, sent[0])  # Measured: under 2 MiB.
 
         writer.sendall(bytes(first - first // 2))  # The first chunk ends; the session is free.
-        assert _reply_head(writer).startswith(b"HTTP/1.1 202"), "first chunk refused"
+        written = Stream(writer).reply("PATCH")
+        assert written.status == 202, written
         sender.join(60)
         assert sent[0] == held
-        reply = _reply_head(waiter)
-        assert reply.startswith(b"HTTP/1.1 202"), reply
-        assert f"range: 0-{first + held - 1}".encode() in reply.lower(), reply
+        reply = Stream(waiter).reply("PATCH")
+        assert reply.status == 202, reply
+        assert reply.header("Range") == f"0-{first + held - 1}", reply
     finally:
         writer.close()
         waiter.close()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import RegistryProcess
-from tests.pushing import digest_of, start_upload, with_query
+from tests.pushing import digest_of, start_upload, upload_id_of, with_query
 
 from .support import assert_error
 
@@ -153,7 +153,7 @@ def test_abandoned_upload_is_purged(
     with httpx.Client(base_url=registry.url, timeout=30) as client:
         location = start_upload(client, "abandoned")
         client.patch(location, content=b"some bytes")
-        upload_id = location.rsplit("/", 1)[1].split("?")[0]
+        upload_id = upload_id_of(location)
         _wait_for(lambda: client.get(location).status_code == 404, "the upload to be purged")
         assert_error(client.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
         assert_error(client.patch(location, content=b"more"), 404, "BLOB_UPLOAD_UNKNOWN")
@@ -173,7 +173,7 @@ def test_dry_run_keeps_abandoned_uploads(registry_factory: Factory, tmp_path: Pa
     with httpx.Client(base_url=registry.url, timeout=30) as client:
         location = start_upload(client, "abandoned")
         client.patch(location, content=b"some bytes")
-        upload_id = location.rsplit("/", 1)[1].split("?")[0]
+        upload_id = upload_id_of(location)
 
         def reported() -> bool:
             return any(
@@ -202,7 +202,7 @@ def test_purge_uploads_command(registry_factory: Factory) -> None:
     registry = registry_factory()
     with httpx.Client(base_url=registry.url, timeout=30) as client:
         location = start_upload(client, "abandoned/by/cli")
-        upload_id = location.rsplit("/", 1)[1].split("?")[0]
+        upload_id = upload_id_of(location)
         output = _purge_command(registry, "--older-than", "0s", "--dry-run")
         assert f"would purge abandoned/by/cli/{upload_id}" in output
         assert client.get(location).status_code == 204

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.pushing import digest_of, push_blob, start_upload, with_query
+from tests.pushing import digest_of, push_blob, start_upload, upload_id_of, with_query
 
 from .support import assert_error
 
@@ -335,7 +335,7 @@ def test_unknown_upload_id(client: httpx.Client, repo: str, upload_id: str) -> N
 def test_upload_id_belongs_to_its_repository(client: httpx.Client, repo: str) -> None:
     location = start_upload(client, f"{repo}/a")
     client.patch(location, content=DATA[:10])
-    upload_id = location.rsplit("/", 1)[1].split("?")[0]
+    upload_id = upload_id_of(location)
     start_upload(client, f"{repo}/b")
     other = f"/v2/{repo}/b/blobs/uploads/{upload_id}"
     digest = digest_of(DATA[:20])

@@ -19,12 +19,19 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.raw_http import process_tree
+from tests.api.test_metrics import debug_config, scrape
 from tests.conftest import RegistryProcess
 from tests.e2e.conftest import DockerEngine, busybox_tar
-from tests.pushing import ACCEPT_MANIFESTS, digest_of, image_manifest, push_blob, start_upload
+from tests.pushing import (
+    ACCEPT_MANIFESTS,
+    digest_of,
+    image_manifest,
+    push_blob,
+    start_upload,
+    upload_id_of,
+)
 from tests.services.ceph import CephS3
 from tests.services.haproxy import Haproxy
 from tests.services.ports import free_port
@@ -51,11 +58,8 @@ class Deployment:
         the client never sees the failure."""
         while pusher.poll() is None:
             for index, url in enumerate(self.metrics):
-                for family in text_string_to_metric_families(httpx.get(url, timeout=30).text):
-                    if family.name == "registry_blob_uploads_in_flight" and any(
-                        sample.value > 0 for sample in family.samples
-                    ):
-                        return index
+                if scrape(url).samples.get(("registry_blob_uploads_in_flight", frozenset())):
+                    return index
             time.sleep(0.02)
         raise AssertionError(f"the push ended before an upload was seen in flight\n{pusher}")
 
@@ -109,12 +113,7 @@ def deploy(
     def start(**storage: Any) -> Deployment:
         config = instance_config(ceph_s3, s3_bucket, redis_server, **storage)
         ports = [free_port() for _ in range(INSTANCES)]
-        instances = [
-            registry_factory({**config, "http": {"debug": debug}})
-            for debug in (
-                {"addr": f"127.0.0.1:{port}", "prometheus": {"enabled": True}} for port in ports
-            )
-        ]
+        instances = [registry_factory({**config, **debug_config(port)}) for port in ports]
         proxy = balancer([instance.url.split("://", 1)[1] for instance in instances])
         return Deployment(instances, proxy, [f"http://127.0.0.1:{port}/metrics" for port in ports])
 
@@ -152,7 +151,7 @@ def test_a_chunked_push_spread_over_instances_pulls_from_each(
     layer = b"".join(chunks)
     with httpx.Client(base_url=deployment.url, timeout=120) as client:
         location = start_upload(client, repo)
-        upload_id = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        upload_id = upload_id_of(location)
         offset = 0
         for chunk in chunks:
             response = client.patch(
@@ -250,7 +249,7 @@ def abandoned_uploads(url: str, count: int) -> list[str]:
             location = start_upload(client, f"left/behind{index}")
             response = client.patch(location, content=b"half a layer")
             assert response.status_code == 202
-            ids.append(location.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
+            ids.append(upload_id_of(location))
         return ids
 
 
