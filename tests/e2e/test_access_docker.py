@@ -605,7 +605,8 @@ def test_external_issuer_docker_login_push_pull(
         entry.user == "bob" and ("repository", "team/ext", ("push", "pull")) in entry.access
         for entry in issuer.issued
     ), "the issuer granted bob push; the registry refused it"
-    log = registry.log()[start:]
+    # A request's access-log line follows its response.
+    log = registry.log_with("PUT /v2/team/ext/manifests/by-bob")[start:]
     # The layers are there (bob may see them): only the manifest is sent, and refused.
     assert user_lines(log, "bob", "PUT", r"^/v2/team/ext/") == [
         ("/v2/team/ext/manifests/by-bob", 403)
